@@ -1,0 +1,13 @@
+//! hecnn's compiler stage.
+//!
+//! It consumes the model file that training writes ([`model`]) and owns the definitions
+//! both stages share: the activation functions ([`activation`], fitted by [`fit`]) and the
+//! quantisation formulas ([`quantize`]). [`reference`] evaluates a model file in plain Rust
+//! as it was trained. Nothing here depends on the training framework.
+
+pub mod activation;
+pub mod fit;
+pub mod io;
+pub mod model;
+pub mod quantize;
+pub mod reference;

@@ -1,0 +1,480 @@
+//! The model file: a trained float network, the contract between `hecnn train` and the
+//! compiler.
+//!
+//! JSON, versioned (`format` = [`MODEL_FORMAT`], `version` = [`MODEL_VERSION`]). It holds the
+//! architecture, the float weights, the activation definitions (see
+//! [`Activation`]), the input normalisation and, after quantisation-aware training, the
+//! quantisation the network was trained with. Tensors are flat arrays in row-major order:
+//! conv weights `[out_channels, in_channels, kernel_h, kernel_w]`, dense weights
+//! `[out_features, in_features]`. The network's input is `(pixel / 255 - mean) / std` for
+//! raw pixels `0..=255`, as `channels x height x width`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::activation::Activation;
+use crate::io::{FileError, read_limited, write_atomic};
+use crate::quantize::{BitWidth, QuantRange};
+
+/// The `format` field of every model file.
+pub const MODEL_FORMAT: &str = "hecnn-model";
+/// The version of the format this build writes and reads.
+pub const MODEL_VERSION: u32 = 1;
+/// Largest model file accepted.
+pub const MAX_MODEL_BYTES: u64 = 256 << 20;
+
+/// A `channels x height x width` feature map shape (a vector is `n x 1 x 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shape {
+    /// Channels.
+    pub channels: usize,
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+impl Shape {
+    /// A flat vector of `n` values.
+    pub fn vector(n: usize) -> Self {
+        Self {
+            channels: n,
+            height: 1,
+            width: 1,
+        }
+    }
+
+    /// Number of values.
+    pub fn len(self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Whether the shape holds no value.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.channels, self.height, self.width)
+    }
+}
+
+/// Output side of a sliding window: `(input + 2 padding - kernel) / stride + 1`, or `None`
+/// when the window does not fit.
+pub fn window_output(input: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    let padded = input + 2 * padding;
+    (kernel > 0 && stride > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
+}
+
+/// How the network's input is made from raw pixels: `(pixel / 255 - mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Shape of one input.
+    pub shape: Shape,
+    /// Mean subtracted from `pixel / 255`.
+    pub mean: f64,
+    /// Standard deviation `pixel / 255 - mean` is divided by.
+    pub std: f64,
+}
+
+impl InputSpec {
+    /// The network input of one raw pixel.
+    pub fn normalise(&self, pixel: u8) -> f64 {
+        (f64::from(pixel) / 255.0 - self.mean) / self.std
+    }
+}
+
+/// Quantisation of an activation's outputs learnt in QAT: they become the next layer's
+/// integer inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputQuant {
+    /// Width of the levels.
+    pub bits: BitWidth,
+    /// Range mapped onto the levels (outputs outside are clamped).
+    pub range: QuantRange,
+}
+
+/// One layer of a model file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Layer {
+    /// 2-D convolution with zero padding.
+    Conv2d {
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel `[height, width]`.
+        kernel: [usize; 2],
+        /// Stride `[rows, columns]`.
+        stride: [usize; 2],
+        /// Zero padding `[rows, columns]` on each side.
+        padding: [usize; 2],
+        /// `[out_channels, in_channels, kernel_h, kernel_w]`, row-major.
+        weight: Vec<f32>,
+        /// One per output channel.
+        bias: Vec<f32>,
+        /// Per-output-channel symmetric quantisation simulated in training, if any.
+        weight_bits: Option<BitWidth>,
+    },
+    /// Batch normalisation with running statistics:
+    /// `y = gamma (x - mean) / sqrt(var + epsilon) + beta`, per channel.
+    BatchNorm {
+        /// Scale per channel.
+        gamma: Vec<f32>,
+        /// Shift per channel.
+        beta: Vec<f32>,
+        /// Running mean per channel.
+        mean: Vec<f32>,
+        /// Running variance per channel.
+        var: Vec<f32>,
+        /// Added to the variance.
+        epsilon: f64,
+    },
+    /// Average pooling, no padding.
+    AvgPool {
+        /// Window `[height, width]`.
+        kernel: [usize; 2],
+        /// Stride `[rows, columns]`.
+        stride: [usize; 2],
+    },
+    /// An activation applied to every value.
+    Activation {
+        /// The function.
+        function: Activation,
+        /// Quantisation of its outputs simulated in training, if any.
+        output_quant: Option<OutputQuant>,
+    },
+    /// Feature map to vector, channel-major (as `[c, h, w]` row-major).
+    Flatten,
+    /// Fully connected layer.
+    Dense {
+        /// Inputs.
+        in_features: usize,
+        /// Outputs.
+        out_features: usize,
+        /// `[out_features, in_features]`, row-major.
+        weight: Vec<f32>,
+        /// One per output.
+        bias: Vec<f32>,
+        /// Per-output symmetric quantisation simulated in training, if any.
+        weight_bits: Option<BitWidth>,
+    },
+}
+
+impl Layer {
+    /// Short name of the layer kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Conv2d { .. } => "conv2d",
+            Self::BatchNorm { .. } => "batch-norm",
+            Self::AvgPool { .. } => "avg-pool",
+            Self::Activation { .. } => "activation",
+            Self::Flatten => "flatten",
+            Self::Dense { .. } => "dense",
+        }
+    }
+
+    /// The shape this layer outputs for `input`, after checking that its parameters fit.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape, String> {
+        let expect_len = |what: &str, found: usize, expected: usize| {
+            if found == expected {
+                Ok(())
+            } else {
+                Err(format!("{what} has {found} values, expected {expected}"))
+            }
+        };
+        match self {
+            Self::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                weight,
+                bias,
+                ..
+            } => {
+                if *in_channels != input.channels {
+                    return Err(format!(
+                        "expects {in_channels} input channels, gets {}",
+                        input.channels
+                    ));
+                }
+                expect_len(
+                    "weight",
+                    weight.len(),
+                    out_channels * in_channels * kernel[0] * kernel[1],
+                )?;
+                expect_len("bias", bias.len(), *out_channels)?;
+                let height = window_output(input.height, kernel[0], stride[0], padding[0]);
+                let width = window_output(input.width, kernel[1], stride[1], padding[1]);
+                match (height, width) {
+                    (Some(height), Some(width)) if *out_channels > 0 => Ok(Shape {
+                        channels: *out_channels,
+                        height,
+                        width,
+                    }),
+                    _ => Err(format!(
+                        "kernel {kernel:?} with stride {stride:?} and padding {padding:?} does not fit a {input} input"
+                    )),
+                }
+            }
+            Self::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                epsilon,
+            } => {
+                for (what, values) in [("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)]
+                {
+                    expect_len(what, values.len(), input.channels)?;
+                }
+                if var.iter().any(|v| *v < 0.0) || !(*epsilon >= 0.0) {
+                    return Err("variance and epsilon must not be negative".into());
+                }
+                Ok(input)
+            }
+            Self::AvgPool { kernel, stride } => {
+                match (
+                    window_output(input.height, kernel[0], stride[0], 0),
+                    window_output(input.width, kernel[1], stride[1], 0),
+                ) {
+                    (Some(height), Some(width)) => Ok(Shape {
+                        channels: input.channels,
+                        height,
+                        width,
+                    }),
+                    _ => Err(format!(
+                        "window {kernel:?} with stride {stride:?} does not fit a {input} input"
+                    )),
+                }
+            }
+            Self::Activation {
+                function,
+                output_quant,
+            } => {
+                function.validate().map_err(|e| e.to_string())?;
+                if let Some(q) = output_quant
+                    && !(q.range.hi > q.range.lo && q.range.lo.is_finite() && q.range.hi.is_finite())
+                {
+                    return Err(format!("empty output range {:?}", q.range));
+                }
+                Ok(input)
+            }
+            Self::Flatten => Ok(Shape::vector(input.len())),
+            Self::Dense {
+                in_features,
+                out_features,
+                weight,
+                bias,
+                ..
+            } => {
+                if (input.height, input.width) != (1, 1) {
+                    return Err(format!("needs a vector input, gets {input}: add a flatten layer"));
+                }
+                if *in_features != input.channels {
+                    return Err(format!(
+                        "expects {in_features} inputs, gets {}",
+                        input.channels
+                    ));
+                }
+                expect_len("weight", weight.len(), in_features * out_features)?;
+                expect_len("bias", bias.len(), *out_features)?;
+                Ok(Shape::vector(*out_features))
+            }
+        }
+    }
+}
+
+/// How a model was trained, for the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSummary {
+    /// Epochs run.
+    pub epochs: usize,
+    /// Random seed.
+    pub seed: u64,
+    /// Accuracy on the validation split after the last epoch.
+    pub validation_accuracy: f64,
+    /// Wall-clock minutes spent training.
+    pub minutes: f64,
+}
+
+/// A model file's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// Always [`MODEL_FORMAT`].
+    pub format: String,
+    /// Always [`MODEL_VERSION`] for files this build writes.
+    pub version: u32,
+    /// Architecture name (`paper-cnn`, `compact`, ... or the architecture file's name).
+    pub name: String,
+    /// Data set trained on.
+    pub dataset: String,
+    /// Name of each class, by output index.
+    pub class_names: Vec<String>,
+    /// Input shape and normalisation.
+    pub input: InputSpec,
+    /// The layers, input to output.
+    pub layers: Vec<Layer>,
+    /// How it was trained.
+    pub training: Option<TrainingSummary>,
+}
+
+/// A model file cannot be read or is not a valid model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// Reading or writing failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// Not JSON of the model format.
+    #[error("{path}: not a hecnn model file: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        source: serde_json::Error,
+    },
+    /// Another format or version.
+    #[error("{path}: {reason}")]
+    Foreign {
+        /// The file.
+        path: String,
+        /// What was found instead.
+        reason: String,
+    },
+    /// Inconsistent content.
+    #[error("{path}: layer {index} ({kind}): {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Index of the faulty layer.
+        index: usize,
+        /// Its kind.
+        kind: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Inconsistent content outside the layers.
+    #[error("{path}: {reason}")]
+    Inconsistent {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl ModelFile {
+    /// Shapes after each layer (the first is the input's), checking every layer fits.
+    /// `origin` names the model in errors.
+    pub fn shapes(&self, origin: &str) -> Result<Vec<Shape>, ModelError> {
+        let mut shapes = vec![self.input.shape];
+        for (index, layer) in self.layers.iter().enumerate() {
+            let next = layer
+                .output_shape(shapes[index])
+                .map_err(|reason| ModelError::Invalid {
+                    path: origin.to_string(),
+                    index,
+                    kind: layer.kind(),
+                    reason,
+                })?;
+            shapes.push(next);
+        }
+        Ok(shapes)
+    }
+
+    /// Checks the whole model: every layer fits its input, the output has one value per
+    /// class, the normalisation is usable.
+    pub fn validate(&self, origin: &str) -> Result<(), ModelError> {
+        let inconsistent = |reason: String| {
+            Err(ModelError::Inconsistent {
+                path: origin.to_string(),
+                reason,
+            })
+        };
+        if !(self.input.std > 0.0 && self.input.std.is_finite() && self.input.mean.is_finite()) {
+            return inconsistent(format!(
+                "input normalisation mean {} std {} is unusable",
+                self.input.mean, self.input.std
+            ));
+        }
+        if self.input.shape.is_empty() {
+            return inconsistent("input shape is empty".into());
+        }
+        let shapes = self.shapes(origin)?;
+        let output = *shapes.last().expect("shapes start with the input");
+        if output != Shape::vector(self.class_names.len()) {
+            return inconsistent(format!(
+                "the network outputs {output} but there are {} classes",
+                self.class_names.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads and validates a model file.
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let bytes = read_limited(path, MAX_MODEL_BYTES)?;
+        let origin = path.display().to_string();
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| ModelError::Parse {
+                path: origin.clone(),
+                source,
+            })?;
+        let format = value.get("format").and_then(|f| f.as_str());
+        if format != Some(MODEL_FORMAT) {
+            return Err(ModelError::Foreign {
+                path: origin,
+                reason: format!(
+                    "format {format:?}, expected \"{MODEL_FORMAT}\": not a hecnn model file"
+                ),
+            });
+        }
+        let version = value.get("version").and_then(|v| v.as_u64());
+        if version != Some(u64::from(MODEL_VERSION)) {
+            return Err(ModelError::Foreign {
+                path: origin,
+                reason: format!(
+                    "model format version {version:?}; this build reads version {MODEL_VERSION}"
+                ),
+            });
+        }
+        let model: Self = serde_json::from_value(value).map_err(|source| ModelError::Parse {
+            path: origin.clone(),
+            source,
+        })?;
+        model.validate(&origin)?;
+        Ok(model)
+    }
+
+    /// Validates and writes the model atomically (a temporary file renamed into place).
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        self.validate(&path.display().to_string())?;
+        let json = serde_json::to_vec(self).expect("a model serialises to JSON");
+        write_atomic(path, &json)?;
+        Ok(())
+    }
+
+    /// Number of activation values computed per input (each is one PBS once encrypted).
+    pub fn activation_count(&self) -> usize {
+        let shapes = self
+            .shapes("model")
+            .expect("activation_count is asked of validated models");
+        self.layers
+            .iter()
+            .zip(&shapes[1..])
+            .filter(|(layer, _)| matches!(layer, Layer::Activation { .. }))
+            .map(|(_, shape)| shape.len())
+            .sum()
+    }
+}

@@ -1,0 +1,264 @@
+//! The float model evaluated in plain Rust, exactly as it was trained (fake quantisation
+//! included): the reference the integer circuit is checked against (`--mode float`).
+
+use crate::activation::ActivationFn;
+use crate::model::{Layer, ModelFile, OutputQuant, Shape};
+use crate::quantize::fake_quantize_per_channel;
+
+/// One layer ready to run: weights already fake-quantised, activations precomputed.
+#[derive(Debug, Clone)]
+enum Step {
+    Conv {
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+    },
+    /// Batch norm as `y = scale x + shift` per channel.
+    Affine { scale: Vec<f64>, shift: Vec<f64> },
+    AvgPool { kernel: [usize; 2], stride: [usize; 2] },
+    Activation {
+        function: ActivationFn,
+        output_quant: Option<OutputQuant>,
+    },
+    Flatten,
+    Dense {
+        in_features: usize,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+    },
+}
+
+/// A validated model prepared for fast float evaluation.
+#[derive(Debug, Clone)]
+pub struct ReferenceModel {
+    model: ModelFile,
+    shapes: Vec<Shape>,
+    steps: Vec<Step>,
+}
+
+fn quantised(weight: &[f32], channels: usize, bits: Option<crate::quantize::BitWidth>) -> Vec<f32> {
+    let mut weight = weight.to_vec();
+    if let Some(bits) = bits {
+        fake_quantize_per_channel(&mut weight, channels, bits);
+    }
+    weight
+}
+
+impl ReferenceModel {
+    /// Prepares `model`, which must be valid ([`ModelFile::validate`]).
+    pub fn new(model: &ModelFile) -> Self {
+        let shapes = model
+            .shapes("model")
+            .expect("ReferenceModel::new is given a validated model");
+        let steps = model
+            .layers
+            .iter()
+            .map(|layer| match layer {
+                Layer::Conv2d {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    weight,
+                    bias,
+                    weight_bits,
+                    ..
+                } => Step::Conv {
+                    out_channels: *out_channels,
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: *padding,
+                    weight: quantised(weight, *out_channels, *weight_bits),
+                    bias: bias.clone(),
+                },
+                Layer::BatchNorm {
+                    gamma,
+                    beta,
+                    mean,
+                    var,
+                    epsilon,
+                } => {
+                    let scale: Vec<f64> = gamma
+                        .iter()
+                        .zip(var)
+                        .map(|(g, v)| f64::from(*g) / (f64::from(*v) + epsilon).sqrt())
+                        .collect();
+                    let shift = beta
+                        .iter()
+                        .zip(mean)
+                        .zip(&scale)
+                        .map(|((b, m), s)| f64::from(*b) - f64::from(*m) * s)
+                        .collect();
+                    Step::Affine { scale, shift }
+                }
+                Layer::AvgPool { kernel, stride } => Step::AvgPool {
+                    kernel: *kernel,
+                    stride: *stride,
+                },
+                Layer::Activation {
+                    function,
+                    output_quant,
+                } => Step::Activation {
+                    function: function.evaluator(),
+                    output_quant: *output_quant,
+                },
+                Layer::Flatten => Step::Flatten,
+                Layer::Dense {
+                    in_features,
+                    out_features,
+                    weight,
+                    bias,
+                    weight_bits,
+                } => Step::Dense {
+                    in_features: *in_features,
+                    weight: quantised(weight, *out_features, *weight_bits),
+                    bias: bias.clone(),
+                },
+            })
+            .collect();
+        Self {
+            model: model.clone(),
+            shapes,
+            steps,
+        }
+    }
+
+    /// The model this was prepared from.
+    pub fn model(&self) -> &ModelFile {
+        &self.model
+    }
+
+    /// The logits for one image of raw pixels (`0..=255`, as many as the input shape holds).
+    pub fn logits(&self, pixels: &[u8]) -> Vec<f64> {
+        assert_eq!(pixels.len(), self.model.input.shape.len(), "image size");
+        let mut x: Vec<f64> = pixels.iter().map(|&p| self.model.input.normalise(p)).collect();
+        for (step, &shape) in self.steps.iter().zip(&self.shapes) {
+            x = run_step(step, shape, &x);
+        }
+        x
+    }
+
+    /// The predicted class: the index of the largest logit.
+    pub fn predict(&self, pixels: &[u8]) -> usize {
+        argmax(&self.logits(pixels))
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+pub fn argmax(values: &[f64]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .0
+}
+
+fn run_step(step: &Step, shape: Shape, x: &[f64]) -> Vec<f64> {
+    let Shape {
+        channels,
+        height,
+        width,
+    } = shape;
+    match step {
+        Step::Conv {
+            out_channels,
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [ph, pw],
+            weight,
+            bias,
+        } => {
+            let out_h = (height + 2 * ph - kh) / sh + 1;
+            let out_w = (width + 2 * pw - kw) / sw + 1;
+            let mut out = vec![0.0; out_channels * out_h * out_w];
+            for o in 0..*out_channels {
+                for oy in 0..out_h {
+                    for ox in 0..out_w {
+                        let mut acc = f64::from(bias[o]);
+                        for c in 0..channels {
+                            for ky in 0..*kh {
+                                let Some(y) = (oy * sh + ky).checked_sub(*ph).filter(|&y| y < height)
+                                else {
+                                    continue;
+                                };
+                                for kx in 0..*kw {
+                                    let Some(xx) =
+                                        (ox * sw + kx).checked_sub(*pw).filter(|&v| v < width)
+                                    else {
+                                        continue;
+                                    };
+                                    let w = weight[((o * channels + c) * kh + ky) * kw + kx];
+                                    acc += f64::from(w) * x[(c * height + y) * width + xx];
+                                }
+                            }
+                        }
+                        out[(o * out_h + oy) * out_w + ox] = acc;
+                    }
+                }
+            }
+            out
+        }
+        Step::Affine { scale, shift } => x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let c = i / (height * width);
+                v * scale[c] + shift[c]
+            })
+            .collect(),
+        Step::AvgPool {
+            kernel: [kh, kw],
+            stride: [sh, sw],
+        } => {
+            let out_h = (height - kh) / sh + 1;
+            let out_w = (width - kw) / sw + 1;
+            let area = (kh * kw) as f64;
+            let mut out = Vec::with_capacity(channels * out_h * out_w);
+            for c in 0..channels {
+                for oy in 0..out_h {
+                    for ox in 0..out_w {
+                        let sum: f64 = (0..*kh)
+                            .flat_map(|ky| (0..*kw).map(move |kx| (oy * sh + ky, ox * sw + kx)))
+                            .map(|(y, xx)| x[(c * height + y) * width + xx])
+                            .sum();
+                        out.push(sum / area);
+                    }
+                }
+            }
+            out
+        }
+        Step::Activation {
+            function,
+            output_quant,
+        } => x
+            .iter()
+            .map(|&v| {
+                let y = function.eval(v);
+                match output_quant {
+                    Some(q) => q.range.fake_quantize(y, q.bits),
+                    None => y,
+                }
+            })
+            .collect(),
+        Step::Flatten => x.to_vec(),
+        Step::Dense {
+            in_features,
+            weight,
+            bias,
+        } => weight
+            .chunks(*in_features)
+            .zip(bias)
+            .map(|(row, b)| {
+                f64::from(*b)
+                    + row
+                        .iter()
+                        .zip(x)
+                        .map(|(w, v)| f64::from(*w) * v)
+                        .sum::<f64>()
+            })
+            .collect(),
+    }
+}
