@@ -5,6 +5,9 @@
 //!   `q_max = 2^(b-1) - 1`, and `w_q = clamp(round(w / s_c), -q_max, q_max)`.
 //! - Activation outputs: asymmetric over a range `[lo, hi]`: `s = (hi - lo) / (2^b - 1)`,
 //!   `y_q = clamp(round((y - lo) / s), 0, 2^b - 1)`, read back as `lo + s y_q`.
+//!
+//! `round` rounds half to even, as the tensor backends do, so that training and the
+//! compiler agree on ties.
 
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +99,7 @@ impl QuantRange {
     /// The level of `y`: `clamp(round((y - lo) / s), 0, 2^b - 1)`.
     pub fn level(self, y: f64, bits: BitWidth) -> u32 {
         ((y - self.lo) / self.step(bits))
-            .round()
+            .round_ties_even()
             .clamp(0.0, bits.unsigned_max()) as u32
     }
 
@@ -127,7 +130,7 @@ pub fn fake_quantize_per_channel(weights: &mut [f32], channels: usize, bits: Bit
             let scale = symmetric_scale(channel, bits);
             let q_max = bits.symmetric_max();
             for w in channel.iter_mut() {
-                *w = ((f64::from(*w) / scale).round().clamp(-q_max, q_max) * scale) as f32;
+                *w = ((f64::from(*w) / scale).round_ties_even().clamp(-q_max, q_max) * scale) as f32;
             }
             scale
         })
@@ -175,5 +178,7 @@ mod tests {
         assert_eq!(range.level(0.4, bits), 1);
         assert_eq!(range.level(9.0, bits), 3);
         assert_eq!(range.fake_quantize(0.6, bits), 1.0);
+        assert_eq!(range.level(0.5, bits), 2, "ties round to even");
+        assert_eq!(range.level(-0.5, bits), 0, "ties round to even");
     }
 }

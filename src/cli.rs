@@ -1,0 +1,159 @@
+//! The command line: one subcommand per pipeline step.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hecnn_compile::activation::{Activation, DEFAULT_RANGE};
+use hecnn_datasets::DatasetSource;
+
+/// Train CNNs with HE-friendly activations, compile them to TFHE circuits, and classify
+/// images the server never sees.
+#[derive(Debug, Parser)]
+#[command(name = "hecnn", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a network and export its model file.
+    Train(TrainArgs),
+    /// Accuracy of a model file on a test set.
+    Eval(EvalArgs),
+    /// Classify one image file (PNG/PGM) with a model file.
+    Predict(PredictArgs),
+    /// Compare the activation approximations with ReLU: errors, and a plot.
+    Activations(ActivationsArgs),
+}
+
+/// Which data set.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// `mnist` (embedded), `fashion-mnist`, or a folder of MNIST-format files
+    /// [default: mnist, or the data set a model was trained on].
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Folder searched first for Fashion-MNIST.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The data set named, or `default`.
+    pub fn source(&self, default: &str) -> DatasetSource {
+        DatasetSource::parse(self.dataset.as_deref().unwrap_or(default), self.data_dir.clone())
+    }
+}
+
+/// The activation function and its parameters.
+#[derive(Debug, Args)]
+pub struct ActivationArgs {
+    /// Activation function.
+    #[arg(long, default_value = "swish4", value_parser = clap::builder::PossibleValuesParser::new(Activation::NAMES))]
+    pub activation: String,
+    /// Half-width R of the interval the approximations are fitted on.
+    #[arg(long, default_value_t = DEFAULT_RANGE)]
+    pub range: f64,
+    /// Degree of the learnable polynomial (`--activation poly`).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub poly_degree: u8,
+    /// Activation the learnable polynomial starts from.
+    #[arg(long, default_value = "swish4")]
+    pub poly_init: String,
+}
+
+/// Options of `hecnn train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Built-in architecture (mlp, paper-cnn, compact) or an architecture file (JSON/TOML).
+    #[arg(long, default_value = "compact")]
+    pub model: String,
+    #[command(flatten)]
+    pub activation: ActivationArgs,
+    /// Quantisation-aware training (fake-quantised weights and activation outputs).
+    #[arg(long)]
+    pub qat: bool,
+    /// Weight width in QAT (the first layer, which reads the image, keeps 8 bits).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub weight_bits: u8,
+    /// Activation output width in QAT.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub activation_bits: u8,
+    /// Passes over the training data.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Images per optimiser step.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Initial learning rate (Adam, cosine decay to 1%).
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Augmentation: shift training images by up to this many pixels (0: none).
+    #[arg(long, default_value_t = 2)]
+    pub max_shift: usize,
+    /// Training images held out for validation (the last ones of the training file).
+    #[arg(long, default_value_t = 5000)]
+    pub validation: usize,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Folder for a checkpoint written after every epoch.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from the checkpoint in --checkpoint.
+    #[arg(long, requires = "checkpoint")]
+    pub resume: bool,
+    /// Where to write the model file.
+    #[arg(short, long, default_value = "model.json")]
+    pub output: PathBuf,
+}
+
+/// How a model is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// The trained float model (fake quantisation included).
+    Float,
+}
+
+/// Options of `hecnn eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model file.
+    pub model: PathBuf,
+    /// Evaluation mode.
+    #[arg(long, value_enum, default_value = "float")]
+    pub mode: Mode,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// Options of `hecnn predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// The model file.
+    pub model: PathBuf,
+    /// The image (PNG or PGM; resized and centred to 28x28 as MNIST is).
+    pub image: PathBuf,
+}
+
+/// Options of `hecnn activations`.
+#[derive(Debug, Args)]
+pub struct ActivationsArgs {
+    /// Half-width R of the interval the approximations are fitted on and compared over.
+    #[arg(long, default_value_t = DEFAULT_RANGE)]
+    pub range: f64,
+    /// Write an SVG plot of every approximation against ReLU here.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}

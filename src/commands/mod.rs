@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod activations;
+pub mod eval;
+pub mod train;

@@ -1,0 +1,325 @@
+//! Architectures: the built-in networks and the user-written architecture file (JSON or
+//! TOML) they are all expressed in.
+//!
+//! ```toml
+//! name = "tiny"
+//! [[layers]]
+//! type = "conv2d"
+//! out_channels = 4
+//! kernel = 5
+//! stride = 2
+//! [[layers]]
+//! type = "batch-norm"
+//! [[layers]]
+//! type = "activation"   # the activation chosen with --activation
+//! [[layers]]
+//! type = "flatten"
+//! [[layers]]
+//! type = "dense"
+//! out_features = 10
+//! ```
+
+use std::path::Path;
+
+use hecnn_compile::io::read_limited;
+use hecnn_compile::model::{Shape, window_output};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+
+/// Largest architecture file accepted.
+const MAX_ARCHITECTURE_BYTES: u64 = 1 << 20;
+
+/// One layer of an architecture (no weights).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum LayerSpec {
+    /// Square-kernel convolution; input channels follow from the previous layer.
+    Conv2d {
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel side.
+        kernel: usize,
+        /// Stride (default 1).
+        #[serde(default = "one")]
+        stride: usize,
+        /// Zero padding on each side (default 0).
+        #[serde(default)]
+        padding: usize,
+    },
+    /// Batch normalisation.
+    BatchNorm,
+    /// Average pooling over a square window, stride = window unless given.
+    AvgPool {
+        /// Window side.
+        kernel: usize,
+        /// Stride (default: the window side).
+        stride: Option<usize>,
+    },
+    /// The network's activation function.
+    Activation,
+    /// Feature map to vector.
+    Flatten,
+    /// Fully connected layer.
+    Dense {
+        /// Outputs.
+        out_features: usize,
+    },
+}
+
+fn one() -> usize {
+    1
+}
+
+/// A network architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architecture {
+    /// Name recorded in the model file.
+    pub name: String,
+    /// Layers, input to output.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// The built-in architectures, by name.
+pub const BUILTIN: [&str; 3] = ["mlp", "paper-cnn", "compact"];
+
+impl Architecture {
+    /// A built-in architecture (see [`BUILTIN`]) or, for any other name, the architecture
+    /// file at that path.
+    pub fn named(name: &str) -> Result<Self, TrainError> {
+        use LayerSpec::*;
+        let conv = |out_channels, kernel, stride| Conv2d {
+            out_channels,
+            kernel,
+            stride,
+            padding: 0,
+        };
+        let layers = match name {
+            // 784-128-10.
+            "mlp" => vec![
+                Flatten,
+                Dense { out_features: 128 },
+                BatchNorm,
+                Activation,
+                Dense { out_features: 10 },
+            ],
+            // Ishiyama, Suzuki, Yamana 2020: 720 + 800 activations.
+            "paper-cnn" => vec![
+                conv(5, 5, 2),
+                BatchNorm,
+                Activation,
+                conv(50, 5, 2),
+                BatchNorm,
+                Activation,
+                Flatten,
+                Dense { out_features: 10 },
+            ],
+            // Few activation values: average pooling (linear) before each activation.
+            // 28x28 -> conv 5x5 -> 24x24x12 -> pool 4 -> 6x6x12 (432 activations)
+            // -> conv 3x3 -> 4x4x48 -> pool 2 -> 2x2x48 (192 activations) -> 10.
+            "compact" => vec![
+                conv(12, 5, 1),
+                BatchNorm,
+                AvgPool {
+                    kernel: 4,
+                    stride: None,
+                },
+                Activation,
+                conv(48, 3, 1),
+                BatchNorm,
+                AvgPool {
+                    kernel: 2,
+                    stride: None,
+                },
+                Activation,
+                Flatten,
+                Dense { out_features: 10 },
+            ],
+            path => return Self::load(Path::new(path)),
+        };
+        Ok(Self {
+            name: name.to_string(),
+            layers,
+        })
+    }
+
+    /// Reads an architecture file: TOML if its name ends in `.toml`, JSON otherwise.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let bad = |reason: String| TrainError::Architecture {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !path.exists() {
+            return Err(bad(format!(
+                "no such file, and not a built-in architecture ({})",
+                BUILTIN.join(", ")
+            )));
+        }
+        let bytes = read_limited(path, MAX_ARCHITECTURE_BYTES)?;
+        let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+        let architecture: Self = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).map_err(|e| bad(e.to_string()))?
+        } else {
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?
+        };
+        if architecture.layers.is_empty() {
+            return Err(bad("no layers".into()));
+        }
+        Ok(architecture)
+    }
+
+    /// Shapes after each layer for `input` (the first is `input`), checking the network
+    /// ends in one value per class. `origin` names the architecture in errors.
+    pub fn shapes(&self, input: Shape, classes: usize) -> Result<Vec<Shape>, TrainError> {
+        let bad = |index: usize, reason: String| TrainError::Architecture {
+            path: self.name.clone(),
+            reason: format!("layer {index}: {reason}"),
+        };
+        let mut shapes = vec![input];
+        for (index, layer) in self.layers.iter().enumerate() {
+            let shape = shapes[index];
+            let next = match *layer {
+                LayerSpec::Conv2d {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    if shape.height == 1 && shape.width == 1 && index > 0 {
+                        return Err(bad(index, "a convolution needs a feature map, not a vector".into()));
+                    }
+                    let side = |s| window_output(s, kernel, stride, padding);
+                    match (side(shape.height), side(shape.width)) {
+                        (Some(height), Some(width)) if out_channels > 0 => Shape {
+                            channels: out_channels,
+                            height,
+                            width,
+                        },
+                        _ => {
+                            return Err(bad(
+                                index,
+                                format!("conv {kernel}x{kernel} stride {stride} padding {padding} with {out_channels} channels does not fit a {shape} input"),
+                            ));
+                        }
+                    }
+                }
+                LayerSpec::AvgPool { kernel, stride } => {
+                    let stride = stride.unwrap_or(kernel);
+                    let side = |s| window_output(s, kernel, stride, 0);
+                    match (side(shape.height), side(shape.width)) {
+                        (Some(height), Some(width)) => Shape {
+                            channels: shape.channels,
+                            height,
+                            width,
+                        },
+                        _ => {
+                            return Err(bad(
+                                index,
+                                format!("pool {kernel}x{kernel} stride {stride} does not fit a {shape} input"),
+                            ));
+                        }
+                    }
+                }
+                LayerSpec::BatchNorm | LayerSpec::Activation => shape,
+                LayerSpec::Flatten => Shape::vector(shape.len()),
+                LayerSpec::Dense { out_features } => {
+                    if (shape.height, shape.width) != (1, 1) {
+                        return Err(bad(index, format!("dense needs a vector, gets {shape}: add a flatten layer")));
+                    }
+                    if out_features == 0 {
+                        return Err(bad(index, "dense with 0 outputs".into()));
+                    }
+                    Shape::vector(out_features)
+                }
+            };
+            shapes.push(next);
+        }
+        let output = *shapes.last().expect("at least the input");
+        if output != Shape::vector(classes) {
+            return Err(TrainError::Architecture {
+                path: self.name.clone(),
+                reason: format!("the network outputs {output}, but the data set has {classes} classes: end with a dense layer of {classes} outputs"),
+            });
+        }
+        Ok(shapes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MNIST: Shape = Shape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+
+    fn activations(name: &str) -> usize {
+        let arch = Architecture::named(name).unwrap();
+        let shapes = arch.shapes(MNIST, 10).unwrap();
+        arch.layers
+            .iter()
+            .zip(&shapes[1..])
+            .filter(|(l, _)| **l == LayerSpec::Activation)
+            .map(|(_, s)| s.len())
+            .sum()
+    }
+
+    #[test]
+    fn builtin_activation_counts() {
+        assert_eq!(activations("paper-cnn"), 720 + 800);
+        assert!(activations("compact") < 800);
+        assert_eq!(activations("mlp"), 128);
+    }
+
+    #[test]
+    fn architecture_files_in_json_and_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml_path = dir.path().join("net.toml");
+        std::fs::write(
+            &toml_path,
+            "name = \"tiny\"\n[[layers]]\ntype = \"conv2d\"\nout_channels = 2\nkernel = 3\nstride = 2\n\
+             [[layers]]\ntype = \"activation\"\n[[layers]]\ntype = \"flatten\"\n\
+             [[layers]]\ntype = \"dense\"\nout_features = 10\n",
+        )
+        .unwrap();
+        let arch = Architecture::named(toml_path.to_str().unwrap()).unwrap();
+        assert_eq!(arch.layers.len(), 4);
+        assert_eq!(arch.shapes(MNIST, 10).unwrap()[1].len(), 2 * 13 * 13);
+
+        let json_path = dir.path().join("net.json");
+        std::fs::write(&json_path, serde_json::to_string(&arch).unwrap()).unwrap();
+        assert_eq!(Architecture::load(&json_path).unwrap(), arch);
+    }
+
+    #[test]
+    fn bad_architectures_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.json");
+        std::fs::write(&path, r#"{"name":"x","layers":[{"type":"conv3d"}]}"#).unwrap();
+        let err = Architecture::load(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.json") && err.contains("conv3d"), "{err}");
+
+        let err = Architecture::named("no-such-net").unwrap_err().to_string();
+        assert!(err.contains("no-such-net") && err.contains("paper-cnn"), "{err}");
+
+        let no_flatten = Architecture {
+            name: "n".into(),
+            layers: vec![LayerSpec::Dense { out_features: 10 }],
+        };
+        let err = no_flatten.shapes(MNIST, 10).unwrap_err().to_string();
+        assert!(err.contains("flatten"), "{err}");
+
+        let wrong_classes = Architecture::named("mlp").unwrap();
+        let err = wrong_classes.shapes(MNIST, 3).unwrap_err().to_string();
+        assert!(err.contains("3 classes"), "{err}");
+
+        let too_big = Architecture {
+            name: "n".into(),
+            layers: vec![LayerSpec::Conv2d { out_channels: 1, kernel: 40, stride: 1, padding: 0 }],
+        };
+        assert!(too_big.shapes(MNIST, 10).unwrap_err().to_string().contains("does not fit"));
+    }
+}

@@ -1,0 +1,363 @@
+//! The trainable network: burn modules built from an [`Architecture`], exported to (and
+//! re-imported from) the compiler's model file.
+
+use burn::module::{Param, RunningState};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer};
+use burn::prelude::*;
+use burn::tensor::module::{avg_pool2d, conv2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
+use hecnn_compile::activation::Activation;
+use hecnn_compile::model::{InputSpec, Layer as FileLayer, ModelFile, MODEL_FORMAT, MODEL_VERSION, Shape, TrainingSummary};
+use hecnn_compile::quantize::{BitWidth, QuantSettings};
+
+use crate::activation::ActivationLayer;
+use crate::architecture::{Architecture, LayerSpec};
+use crate::quant::fake_quantize_weight;
+
+/// Width of the weights of layers that read the image: the client's fresh encryptions
+/// carry ~2^33 times less noise than bootstrapped values (DESIGN.md section 4), so wide
+/// first-layer weights cost nothing.
+pub const FIRST_LAYER_WEIGHT_BITS: u8 = 8;
+
+/// A convolution whose weights may be fake-quantised.
+#[derive(Module, Debug)]
+pub struct Conv {
+    weight: Param<Tensor<4>>,
+    bias: Param<Tensor<1>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    #[module(skip)]
+    weight_bits: Option<BitWidth>,
+}
+
+/// A fully connected layer (`[out, in]` weights) whose weights may be fake-quantised.
+#[derive(Module, Debug)]
+pub struct Dense {
+    weight: Param<Tensor<2>>,
+    bias: Param<Tensor<1>>,
+    #[module(skip)]
+    weight_bits: Option<BitWidth>,
+}
+
+/// Average pooling without padding.
+#[derive(Module, Debug)]
+pub struct AvgPool {
+    kernel: [usize; 2],
+    stride: [usize; 2],
+}
+
+/// Feature map `[b, c, h, w]` to `[b, c*h*w, 1, 1]`.
+#[derive(Module, Debug)]
+pub struct Flatten;
+
+/// One layer; every layer maps `[batch, channels, height, width]` tensors (vectors are
+/// `[batch, n, 1, 1]`).
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Layer {
+    /// Convolution.
+    Conv(Conv),
+    /// Batch normalisation.
+    BatchNorm(BatchNorm),
+    /// Average pooling.
+    AvgPool(AvgPool),
+    /// Activation.
+    Activation(ActivationLayer),
+    /// Flatten.
+    Flatten(Flatten),
+    /// Fully connected.
+    Dense(Dense),
+}
+
+/// A network and what it was built for.
+#[derive(Module, Debug)]
+pub struct Network {
+    layers: Vec<Layer>,
+    #[module(skip)]
+    name: String,
+    #[module(skip)]
+    input: InputSpec,
+    #[module(skip)]
+    class_names: Vec<String>,
+}
+
+/// burn's default initialisation for conv and dense layers (Kaiming uniform, gain 1/sqrt 3).
+fn kaiming() -> Initializer {
+    Initializer::KaimingUniform {
+        gain: 1.0 / 3f64.sqrt(),
+        fan_out_only: false,
+    }
+}
+
+impl Network {
+    /// Builds `architecture` for `input` with `activation` at every activation layer and,
+    /// if `quant` is given, quantisation-aware layers.
+    pub fn new(
+        architecture: &Architecture,
+        input: InputSpec,
+        class_names: Vec<String>,
+        activation: &Activation,
+        quant: Option<QuantSettings>,
+        device: &Device,
+    ) -> Result<Self, crate::TrainError> {
+        let shapes = architecture.shapes(input.shape, class_names.len())?;
+        let mut seen_weights = false;
+        let mut weight_bits = || {
+            let first = !seen_weights;
+            seen_weights = true;
+            quant.map(|q| {
+                if first {
+                    BitWidth::new(FIRST_LAYER_WEIGHT_BITS).expect("valid width")
+                } else {
+                    q.weight_bits
+                }
+            })
+        };
+        let layers = architecture
+            .layers
+            .iter()
+            .zip(&shapes)
+            .map(|(spec, shape)| match *spec {
+                LayerSpec::Conv2d {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
+                    let fan_in = shape.channels * kernel * kernel;
+                    let fan_out = out_channels * kernel * kernel;
+                    Layer::Conv(Conv {
+                        weight: kaiming().init_with(
+                            [out_channels, shape.channels, kernel, kernel],
+                            Some(fan_in),
+                            Some(fan_out),
+                            device,
+                        ),
+                        bias: kaiming().init_with([out_channels], Some(fan_in), Some(fan_out), device),
+                        stride: [stride; 2],
+                        padding: [padding; 2],
+                        weight_bits: weight_bits(),
+                    })
+                }
+                LayerSpec::BatchNorm => Layer::BatchNorm(BatchNormConfig::new(shape.channels).init(device)),
+                LayerSpec::AvgPool { kernel, stride } => Layer::AvgPool(AvgPool {
+                    kernel: [kernel; 2],
+                    stride: [stride.unwrap_or(kernel); 2],
+                }),
+                LayerSpec::Activation => Layer::Activation(ActivationLayer::new(
+                    activation,
+                    quant.map(|q| q.activation_bits),
+                    device,
+                )),
+                LayerSpec::Flatten => Layer::Flatten(Flatten),
+                LayerSpec::Dense { out_features } => {
+                    let fan_in = shape.len();
+                    Layer::Dense(Dense {
+                        weight: kaiming().init_with([out_features, fan_in], Some(fan_in), Some(out_features), device),
+                        bias: kaiming().init_with([out_features], Some(fan_in), Some(out_features), device),
+                        weight_bits: weight_bits(),
+                    })
+                }
+            })
+            .collect();
+        Ok(Self {
+            layers,
+            name: architecture.name.clone(),
+            input,
+            class_names,
+        })
+    }
+
+    /// The network a (validated) model file describes, for inference or further training.
+    pub fn from_model_file(model: &ModelFile, device: &Device) -> Self {
+        let tensor = |values: &[f32]| Tensor::<1>::from_floats(values, device);
+        let layers = model
+            .layers
+            .iter()
+            .map(|layer| match layer {
+                FileLayer::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    weight,
+                    bias,
+                    weight_bits,
+                } => Layer::Conv(Conv {
+                    weight: Param::from_tensor(tensor(weight).reshape([
+                        *out_channels,
+                        *in_channels,
+                        kernel[0],
+                        kernel[1],
+                    ])),
+                    bias: Param::from_tensor(tensor(bias)),
+                    stride: *stride,
+                    padding: *padding,
+                    weight_bits: *weight_bits,
+                }),
+                FileLayer::BatchNorm {
+                    gamma,
+                    beta,
+                    mean,
+                    var,
+                    epsilon,
+                } => {
+                    let mut bn = BatchNormConfig::new(gamma.len())
+                        .with_epsilon(*epsilon)
+                        .init(device);
+                    bn.gamma = Param::from_tensor(tensor(gamma));
+                    bn.beta = Param::from_tensor(tensor(beta));
+                    bn.running_mean = RunningState::new(tensor(mean));
+                    bn.running_var = RunningState::new(tensor(var));
+                    Layer::BatchNorm(bn)
+                }
+                FileLayer::AvgPool { kernel, stride } => Layer::AvgPool(AvgPool {
+                    kernel: *kernel,
+                    stride: *stride,
+                }),
+                FileLayer::Activation {
+                    function,
+                    output_quant,
+                } => Layer::Activation(ActivationLayer::with_output_quant(
+                    function,
+                    *output_quant,
+                    device,
+                )),
+                FileLayer::Flatten => Layer::Flatten(Flatten),
+                FileLayer::Dense {
+                    in_features,
+                    out_features,
+                    weight,
+                    bias,
+                    weight_bits,
+                } => Layer::Dense(Dense {
+                    weight: Param::from_tensor(tensor(weight).reshape([*out_features, *in_features])),
+                    bias: Param::from_tensor(tensor(bias)),
+                    weight_bits: *weight_bits,
+                }),
+            })
+            .collect();
+        Self {
+            layers,
+            name: model.name.clone(),
+            input: model.input,
+            class_names: model.class_names.clone(),
+        }
+    }
+
+    /// The input specification.
+    pub fn input(&self) -> &InputSpec {
+        &self.input
+    }
+
+    /// Logits `[batch, classes]` of normalised inputs `[batch, channels, height, width]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let batch = x.dims()[0];
+        let out = self.layers.iter().fold(x, |x, layer| match layer {
+            Layer::Conv(conv) => {
+                let weight = match conv.weight_bits {
+                    Some(bits) => fake_quantize_weight(conv.weight.val(), bits),
+                    None => conv.weight.val(),
+                };
+                conv2d(
+                    x,
+                    weight,
+                    Some(conv.bias.val()),
+                    ConvOptions::new(conv.stride, conv.padding, [1, 1], 1),
+                )
+            }
+            Layer::BatchNorm(bn) => bn.forward(x),
+            Layer::AvgPool(pool) => avg_pool2d(x, AvgPoolOptions::new(pool.kernel).with_stride(pool.stride)),
+            Layer::Activation(act) => act.forward(x),
+            Layer::Flatten(_) => {
+                let [b, c, h, w] = x.dims();
+                x.reshape([b, c * h * w, 1, 1])
+            }
+            Layer::Dense(dense) => {
+                let weight = match dense.weight_bits {
+                    Some(bits) => fake_quantize_weight(dense.weight.val(), bits),
+                    None => dense.weight.val(),
+                };
+                let [b, n, _, _] = x.dims();
+                let out_features = weight.dims()[0];
+                let y = x.reshape([b, n]).matmul(weight.transpose()) + dense.bias.val().unsqueeze();
+                y.reshape([b, out_features, 1, 1])
+            }
+        });
+        out.reshape([batch as i32, -1])
+    }
+
+    /// The model file of this network.
+    pub fn export(&self, dataset: &str, training: Option<TrainingSummary>) -> ModelFile {
+        let floats = |t: Tensor<1>| -> Vec<f32> { t.into_data().convert::<f32>().try_to_vec().expect("f32") };
+        let flat = |t: Tensor<4>| floats(t.flatten(0, 3));
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| match layer {
+                Layer::Conv(conv) => {
+                    let [out_channels, in_channels, kh, kw] = conv.weight.dims();
+                    FileLayer::Conv2d {
+                        in_channels,
+                        out_channels,
+                        kernel: [kh, kw],
+                        stride: conv.stride,
+                        padding: conv.padding,
+                        weight: flat(conv.weight.val()),
+                        bias: floats(conv.bias.val()),
+                        weight_bits: conv.weight_bits,
+                    }
+                }
+                Layer::BatchNorm(bn) => FileLayer::BatchNorm {
+                    gamma: floats(bn.gamma.val()),
+                    beta: floats(bn.beta.val()),
+                    mean: floats(bn.running_mean.value_sync()),
+                    var: floats(bn.running_var.value_sync()),
+                    epsilon: bn.epsilon,
+                },
+                Layer::AvgPool(pool) => FileLayer::AvgPool {
+                    kernel: pool.kernel,
+                    stride: pool.stride,
+                },
+                Layer::Activation(act) => FileLayer::Activation {
+                    function: act.function(),
+                    output_quant: act.output_quant(),
+                },
+                Layer::Flatten(_) => FileLayer::Flatten,
+                Layer::Dense(dense) => {
+                    let [out_features, in_features] = dense.weight.dims();
+                    FileLayer::Dense {
+                        in_features,
+                        out_features,
+                        weight: floats(dense.weight.val().flatten(0, 1)),
+                        bias: floats(dense.bias.val()),
+                        weight_bits: dense.weight_bits,
+                    }
+                }
+            })
+            .collect();
+        ModelFile {
+            format: MODEL_FORMAT.into(),
+            version: MODEL_VERSION,
+            name: self.name.clone(),
+            dataset: dataset.into(),
+            class_names: self.class_names.clone(),
+            input: self.input,
+            layers,
+            training,
+        }
+    }
+}
+
+/// The tensor `[batch, channels, height, width]` of normalised images.
+pub fn input_tensor(input: &InputSpec, pixels: &[u8], device: &Device) -> Tensor<4> {
+    let Shape {
+        channels,
+        height,
+        width,
+    } = input.shape;
+    let batch = pixels.len() / input.shape.len();
+    let values: Vec<f32> = pixels.iter().map(|&p| input.normalise(p) as f32).collect();
+    Tensor::from_data(TensorData::new(values, [batch, channels, height, width]), device)
+}

@@ -1,0 +1,414 @@
+//! The training loop: Adam with a cosine learning-rate schedule, validation after each
+//! epoch, checkpoints to resume from, and export of the model file.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use hecnn_compile::activation::Activation;
+use hecnn_compile::io::{read_limited, write_atomic};
+use hecnn_compile::model::{InputSpec, ModelFile, Shape, TrainingSummary};
+use hecnn_compile::quantize::QuantSettings;
+use hecnn_datasets::LabelledImages;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainError;
+use crate::architecture::Architecture;
+use crate::network::{Network, input_tensor};
+
+/// Learning rate at the end of the cosine schedule, relative to the initial one.
+const FINAL_LR_FRACTION: f64 = 0.01;
+/// Largest checkpoint file accepted.
+const MAX_CHECKPOINT_BYTES: u64 = 1 << 30;
+/// Images per forward pass when evaluating.
+const EVAL_BATCH: usize = 1000;
+
+/// Everything that determines a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The network.
+    pub architecture: Architecture,
+    /// The activation at every activation layer.
+    pub activation: Activation,
+    /// Quantisation-aware training, if wanted.
+    pub quant: Option<QuantSettings>,
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Images per optimiser step.
+    pub batch_size: usize,
+    /// Initial Adam learning rate, decayed along a cosine to 1% of itself.
+    pub learning_rate: f64,
+    /// Seed of initialisation, shuffling and augmentation.
+    pub seed: u64,
+    /// Data augmentation: each training image is shifted by up to this many pixels in
+    /// each direction (0: none).
+    pub max_shift: usize,
+}
+
+impl TrainConfig {
+    /// Checks the numeric settings.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |reason: String| Err(TrainError::Config(reason));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(format!("--lr {} must be positive", self.learning_rate));
+        }
+        self.activation
+            .validate()
+            .map_err(|e| TrainError::Config(e.to_string()))
+    }
+
+    /// Learning rate at optimiser step `step` of `total`:
+    /// `lr_min + (lr - lr_min) (1 + cos(pi step / total)) / 2`.
+    pub fn learning_rate_at(&self, step: usize, total: usize) -> f64 {
+        let min = self.learning_rate * FINAL_LR_FRACTION;
+        let progress = step as f64 / total.max(1) as f64;
+        min + (self.learning_rate - min) * (1.0 + (std::f64::consts::PI * progress).cos()) / 2.0
+    }
+}
+
+/// What one epoch achieved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub loss: f64,
+    /// Accuracy on the training batches, as they were seen.
+    pub train_accuracy: f64,
+    /// Accuracy on the validation split.
+    pub validation_accuracy: f64,
+    /// Seconds the epoch took.
+    pub seconds: f64,
+}
+
+/// Where checkpoints go, and whether to resume from one.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpointing {
+    /// Folder of the checkpoint (written after each epoch), if any.
+    pub dir: Option<PathBuf>,
+    /// Continue from the checkpoint in `dir`.
+    pub resume: bool,
+}
+
+/// The state that lets a run continue: written last, so it names only complete files.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointState {
+    config: TrainConfig,
+    input: InputSpec,
+    history: Vec<EpochReport>,
+}
+
+const STATE_FILE: &str = "state.json";
+const MODEL_FILE: &str = "model.bpk";
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+
+/// A finished run.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// The exported model.
+    pub model: ModelFile,
+    /// One report per epoch (resumed epochs included).
+    pub history: Vec<EpochReport>,
+    /// Minutes spent in this process.
+    pub minutes: f64,
+}
+
+/// Input normalisation from the training pixels: `mean` and `std` of `pixel / 255`.
+pub fn normalisation(train: &LabelledImages) -> InputSpec {
+    let n = train.pixels.len() as f64;
+    let (sum, sum_sq) = train.pixels.iter().fold((0.0, 0.0), |(s, q), &p| {
+        let v = f64::from(p) / 255.0;
+        (s + v, q + v * v)
+    });
+    let mean = sum / n;
+    let std = (sum_sq / n - mean * mean).max(1e-12).sqrt();
+    InputSpec {
+        shape: Shape {
+            channels: 1,
+            height: train.rows,
+            width: train.cols,
+        },
+        mean,
+        std,
+    }
+}
+
+/// Accuracy of `network` on `data` (in inference mode, batch by batch).
+pub fn accuracy(network: &Network, data: &LabelledImages, device: &Device) -> f64 {
+    let valid = network.valid();
+    let n = data.image_len();
+    let mut correct = 0usize;
+    for (pixels, labels) in data.pixels.chunks(EVAL_BATCH * n).zip(data.labels.chunks(EVAL_BATCH)) {
+        let predictions = valid.forward(input_tensor(network.input(), pixels, device)).argmax(1);
+        let predictions: Vec<i64> = predictions
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec()
+            .expect("argmax yields integers");
+        correct += predictions
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| **p == i64::from(**l))
+            .count();
+    }
+    correct as f64 / data.len().max(1) as f64
+}
+
+fn record_error(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Trains on `train`, validating on `validation` after every epoch, and exports the model.
+/// With `show_progress`, a progress bar per epoch shows the loss and accuracy so far;
+/// `on_epoch` hears each epoch's report.
+pub fn train(
+    config: &TrainConfig,
+    train: &LabelledImages,
+    validation: &LabelledImages,
+    dataset: &str,
+    checkpointing: &Checkpointing,
+    show_progress: bool,
+    mut on_epoch: impl FnMut(&EpochReport),
+) -> Result<TrainOutcome, TrainError> {
+    config.validate()?;
+    if train.is_empty() {
+        return Err(TrainError::Config("the training set is empty".into()));
+    }
+    let started = Instant::now();
+    let plain = Device::flex();
+    let device = plain.clone().autodiff();
+    device.seed(config.seed);
+
+    let resumed = match (&checkpointing.dir, checkpointing.resume) {
+        (Some(dir), true) => Some(load_state(dir, config)?),
+        (None, true) => return Err(TrainError::Config("--resume needs --checkpoint DIR".into())),
+        _ => None,
+    };
+    let input = resumed
+        .as_ref()
+        .map_or_else(|| normalisation(train), |s| s.input);
+    let mut network = Network::new(
+        &config.architecture,
+        input,
+        train.class_names.clone(),
+        &config.activation,
+        config.quant,
+        &device,
+    )?;
+    let mut optimizer = AdamConfig::new().init();
+    let mut history = Vec::new();
+    if let (Some(state), Some(dir)) = (resumed, &checkpointing.dir) {
+        let read = |name: &str| -> Result<Bytes, TrainError> {
+            let path = dir.join(name);
+            Ok(Bytes::from_bytes_vec(read_limited(&path, MAX_CHECKPOINT_BYTES)?))
+        };
+        let model_path = dir.join(MODEL_FILE);
+        let record = ModuleRecord::from_bytes(read(MODEL_FILE)?).map_err(|e| record_error(&model_path, format!("{e:?}")))?;
+        network = network.try_load_record(record).map_err(|e| record_error(&model_path, format!("{e:?}")))?;
+        let optimizer_path = dir.join(OPTIMIZER_FILE);
+        optimizer = optimizer
+            .from_bytes(read(OPTIMIZER_FILE)?)
+            .map_err(|e| record_error(&optimizer_path, format!("{e:?}")))?;
+        history = state.history;
+    }
+
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let image_len = train.image_len();
+    let steps_per_epoch = train.len().div_ceil(config.batch_size);
+    let total_steps = steps_per_epoch * config.epochs;
+    for epoch in history.len()..config.epochs {
+        let epoch_started = Instant::now();
+        let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(epoch as u64));
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng);
+        let bar = if show_progress {
+            ProgressBar::new(train.len() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
+        for (step, batch) in order.chunks(config.batch_size).enumerate() {
+            let mut pixels = Vec::with_capacity(batch.len() * image_len);
+            for &i in batch {
+                let shift = config.max_shift as i64;
+                let (dx, dy) = (rng.random_range(-shift..=shift), rng.random_range(-shift..=shift));
+                extend_shifted(&mut pixels, train.image(i), train.cols, dx, dy);
+            }
+            let labels: Vec<i64> = batch.iter().map(|&i| i64::from(train.labels[i])).collect();
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch.len()]), &device);
+            let logits = network.forward(input_tensor(&input, &pixels, &device));
+            let loss = loss_fn.forward(logits.clone(), targets);
+            let loss_value = f64::from(loss.clone().into_scalar::<f32>());
+            if !loss_value.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch: epoch + 1,
+                    hint: "lower --lr, or use a smaller activation range".into(),
+                });
+            }
+            let predictions: Vec<i64> = logits
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec()
+                .expect("argmax yields integers");
+            correct += predictions.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            seen += batch.len();
+            loss_sum += loss_value * batch.len() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &network);
+            let lr = config.learning_rate_at(epoch * steps_per_epoch + step, total_steps);
+            network = optimizer.step(lr, network, grads);
+            bar.inc(batch.len() as u64);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}%",
+                loss_sum / seen as f64,
+                100.0 * correct as f64 / seen as f64
+            ));
+        }
+        bar.finish_and_clear();
+        let report = EpochReport {
+            epoch: epoch + 1,
+            loss: loss_sum / seen as f64,
+            train_accuracy: correct as f64 / seen as f64,
+            validation_accuracy: accuracy(&network, validation, &plain),
+            seconds: epoch_started.elapsed().as_secs_f64(),
+        };
+        on_epoch(&report);
+        history.push(report);
+        if let Some(dir) = &checkpointing.dir {
+            save_checkpoint(dir, config, input, &history, &network, &optimizer)?;
+        }
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let summary = TrainingSummary {
+        epochs: config.epochs,
+        seed: config.seed,
+        validation_accuracy: history.last().map_or(0.0, |r| r.validation_accuracy),
+        minutes: history.iter().map(|r| r.seconds).sum::<f64>() / 60.0,
+    };
+    Ok(TrainOutcome {
+        model: network.valid().export(dataset, Some(summary)),
+        history,
+        minutes,
+    })
+}
+
+/// Appends `image` (`cols` wide) moved by `(dx, dy)` pixels, filling with background.
+fn extend_shifted(out: &mut Vec<u8>, image: &[u8], cols: usize, dx: i64, dy: i64) {
+    let rows = image.len() / cols;
+    for y in 0..rows as i64 {
+        for x in 0..cols as i64 {
+            let (sx, sy) = (x - dx, y - dy);
+            let inside = (0..cols as i64).contains(&sx) && (0..rows as i64).contains(&sy);
+            out.push(if inside { image[(sy * cols as i64 + sx) as usize] } else { 0 });
+        }
+    }
+}
+
+fn save_checkpoint(
+    dir: &Path,
+    config: &TrainConfig,
+    input: InputSpec,
+    history: &[EpochReport],
+    network: &Network,
+    optimizer: &burn::optim::ModuleOptimizer,
+) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| record_error(dir, e))?;
+    let model_bytes = network
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| record_error(&dir.join(MODEL_FILE), format!("{e:?}")))?;
+    write_atomic(&dir.join(MODEL_FILE), &model_bytes)?;
+    let optimizer_bytes = optimizer
+        .into_bytes()
+        .map_err(|e| record_error(&dir.join(OPTIMIZER_FILE), format!("{e:?}")))?;
+    write_atomic(&dir.join(OPTIMIZER_FILE), &optimizer_bytes)?;
+    let state = CheckpointState {
+        config: config.clone(),
+        input,
+        history: history.to_vec(),
+    };
+    let json = serde_json::to_vec_pretty(&state).expect("state serialises");
+    write_atomic(&dir.join(STATE_FILE), &json)?;
+    Ok(())
+}
+
+fn load_state(dir: &Path, config: &TrainConfig) -> Result<CheckpointState, TrainError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = read_limited(&path, MAX_CHECKPOINT_BYTES)?;
+    let state: CheckpointState = serde_json::from_slice(&bytes).map_err(|e| record_error(&path, e))?;
+    let mut same_run = state.config.clone();
+    same_run.epochs = config.epochs;
+    if same_run != *config {
+        return Err(record_error(
+            &path,
+            "the checkpoint is of another run (architecture, activation, quantisation, batch size, learning rate or seed differ); only --epochs may change on --resume",
+        ));
+    }
+    if state.history.len() > config.epochs {
+        return Err(record_error(
+            &path,
+            format!("already {} epochs done, more than --epochs {}", state.history.len(), config.epochs),
+        ));
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shifting_moves_pixels_and_fills_background() {
+        let image: Vec<u8> = (1..=9).collect();
+        let mut out = Vec::new();
+        extend_shifted(&mut out, &image, 3, 1, -1);
+        assert_eq!(out, vec![0, 4, 5, 0, 7, 8, 0, 0, 0]);
+        out.clear();
+        extend_shifted(&mut out, &image, 3, 0, 0);
+        assert_eq!(out, image);
+    }
+
+    #[test]
+    fn cosine_schedule_decays_to_one_percent() {
+        let config = TrainConfig {
+            architecture: Architecture::named("mlp").unwrap(),
+            activation: Activation::Relu,
+            quant: None,
+            epochs: 1,
+            batch_size: 1,
+            learning_rate: 0.1,
+            seed: 0,
+            max_shift: 0,
+        };
+        assert!((config.learning_rate_at(0, 100) - 0.1).abs() < 1e-12);
+        assert!((config.learning_rate_at(50, 100) - 0.0505).abs() < 1e-12);
+        assert!((config.learning_rate_at(100, 100) - 0.001).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,199 @@
+//! Training end to end on small data: it learns, the exported model file computes what the
+//! burn network computes, checkpoints resume, and bad files are refused.
+
+use burn::prelude::*;
+use hecnn_compile::activation::Activation;
+use hecnn_compile::model::ModelFile;
+use hecnn_compile::quantize::{BitWidth, QuantSettings};
+use hecnn_compile::reference::ReferenceModel;
+use hecnn_datasets::{DatasetSource, LabelledImages, Split};
+use hecnn_train::architecture::Architecture;
+use hecnn_train::network::{Network, input_tensor};
+use hecnn_train::trainer::{Checkpointing, TrainConfig, normalisation, train};
+
+fn small_mnist(train_images: usize) -> (LabelledImages, LabelledImages) {
+    let all = DatasetSource::Mnist.load(Split::Train).unwrap();
+    let (train_set, validation) = all.split_validation(500);
+    (train_set.truncated(train_images), validation)
+}
+
+fn config(model: &str, activation: &str, quant: Option<QuantSettings>, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        architecture: Architecture::named(model).unwrap(),
+        activation: Activation::from_name(activation, 4.0, 3, "quad-relu").unwrap(),
+        quant,
+        epochs,
+        batch_size: 64,
+        learning_rate: 3e-3,
+        seed: 7,
+        max_shift: 1,
+    }
+}
+
+fn qat(bits: u8) -> Option<QuantSettings> {
+    Some(QuantSettings {
+        weight_bits: BitWidth::new(bits).unwrap(),
+        activation_bits: BitWidth::new(bits).unwrap(),
+    })
+}
+
+/// Fraction of `data` the reference (plain Rust) evaluation of `model` gets right.
+fn reference_accuracy(model: &ModelFile, data: &LabelledImages) -> f64 {
+    let reference = ReferenceModel::new(model);
+    let correct = (0..data.len())
+        .filter(|&i| reference.predict(data.image(i)) == usize::from(data.labels[i]))
+        .count();
+    correct as f64 / data.len() as f64
+}
+
+#[test]
+fn a_short_run_learns_well_above_chance() {
+    let (train_set, validation) = small_mnist(3000);
+    let mut reports = Vec::new();
+    let outcome = train(
+        &config("paper-cnn", "swish4", None, 2),
+        &train_set,
+        &validation,
+        "mnist",
+        &Checkpointing::default(),
+        false,
+        |r| reports.push(r.clone()),
+    )
+    .unwrap();
+    assert_eq!(reports.len(), 2);
+    assert!(reports[1].loss < reports[0].loss, "{reports:?}");
+    assert!(reports[1].validation_accuracy > 0.85, "{reports:?}");
+    // The exported file, evaluated without burn, keeps that accuracy.
+    assert!(reference_accuracy(&outcome.model, &validation) > 0.85);
+}
+
+#[test]
+fn exported_model_computes_what_the_network_computes() {
+    let (train_set, validation) = small_mnist(1000);
+    for (model, activation, quant) in [
+        ("compact", "kernel-relu2", None),
+        ("paper-cnn", "poly", qat(4)),
+        ("mlp", "relu", qat(3)),
+    ] {
+        let outcome = train(
+            &config(model, activation, quant, 1),
+            &train_set,
+            &validation,
+            "mnist",
+            &Checkpointing::default(),
+            false,
+            |_| {},
+        )
+        .unwrap();
+        // Load the exported file back into burn and compare with the plain-Rust evaluation.
+        let device = Device::flex();
+        let exported = &outcome.model;
+        let reference = ReferenceModel::new(exported);
+        let images = validation.truncated(20);
+        let network_logits = rebuild(exported, &images, &device);
+        for i in 0..images.len() {
+            let expected = reference.logits(images.image(i));
+            for (a, b) in network_logits[i].iter().zip(&expected) {
+                assert!(
+                    (f64::from(*a) - b).abs() < 2e-3 * (1.0 + b.abs()),
+                    "{model}/{activation}: image {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+/// The logits of `images` from the model file's weights loaded back into a burn network.
+fn rebuild(model: &ModelFile, images: &LabelledImages, device: &Device) -> Vec<Vec<f32>> {
+    let network = Network::from_model_file(model, device);
+    let logits = network.forward(input_tensor(&model.input, &images.pixels, device));
+    let values: Vec<f32> = logits.into_data().try_to_vec().unwrap();
+    values.chunks(model.class_names.len()).map(<[f32]>::to_vec).collect()
+}
+
+#[test]
+fn model_file_round_trip_and_bad_files() {
+    let (train_set, validation) = small_mnist(500);
+    let outcome = train(
+        &config("mlp", "swish4", qat(4), 1),
+        &train_set,
+        &validation,
+        "mnist",
+        &Checkpointing::default(),
+        false,
+        |_| {},
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.json");
+    outcome.model.save(&path).unwrap();
+    assert_eq!(ModelFile::load(&path).unwrap(), outcome.model);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cases = [
+        ("truncated.json", text[..text.len() / 2].to_string(), "not a hecnn model file"),
+        ("foreign.json", r#"{"format":"onnx","version":1}"#.to_string(), "not a hecnn model file"),
+        ("future.json", text.replace("\"version\":1", "\"version\":99"), "version"),
+        (
+            "inconsistent.json",
+            text.replace("\"in_features\":784", "\"in_features\":783"),
+            "layer 1 (dense)",
+        ),
+    ];
+    for (name, content, expected) in cases {
+        let bad = dir.path().join(name);
+        std::fs::write(&bad, content).unwrap();
+        let err = ModelFile::load(&bad).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
+    }
+}
+
+#[test]
+fn resuming_a_checkpoint_continues_the_same_run() {
+    let (train_set, validation) = small_mnist(800);
+    let dir = tempfile::tempdir().unwrap();
+    let checkpointing = Checkpointing {
+        dir: Some(dir.path().to_path_buf()),
+        resume: false,
+    };
+    let quant = qat(4);
+    let straight = train(&config("compact", "swish4", quant, 2), &train_set, &validation, "mnist", &Checkpointing::default(), false, |_| {}).unwrap();
+    // One epoch, then resume to two.
+    train(&config("compact", "swish4", quant, 1), &train_set, &validation, "mnist", &checkpointing, false, |_| {}).unwrap();
+    let resume = Checkpointing {
+        resume: true,
+        ..checkpointing
+    };
+    let mut epochs_run = Vec::new();
+    let resumed = train(&config("compact", "swish4", quant, 2), &train_set, &validation, "mnist", &resume, false, |r| epochs_run.push(r.epoch)).unwrap();
+    assert_eq!(epochs_run, vec![2], "only the missing epoch runs");
+    assert_eq!(resumed.history.len(), 2);
+    // The learning-rate schedule depends on the total number of epochs, so the resumed run
+    // differs from the straight one in its first epoch; both must have learnt.
+    assert!(resumed.history[1].validation_accuracy > 0.7, "{:?}", resumed.history);
+    assert!(straight.history[1].validation_accuracy > 0.7);
+
+    // Another run's checkpoint is refused, by name.
+    let err = train(&config("mlp", "swish4", quant, 3), &train_set, &validation, "mnist", &resume, false, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another run") && err.contains("state.json"), "{err}");
+
+    // A corrupt checkpoint is refused, by name.
+    std::fs::write(dir.path().join("model.bpk"), b"garbage").unwrap();
+    let err = train(&config("compact", "swish4", quant, 3), &train_set, &validation, "mnist", &resume, false, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.bpk"), "{err}");
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let (train_set, validation) = small_mnist(100);
+    let mut bad = config("mlp", "relu", None, 1);
+    bad.learning_rate = -1.0;
+    let err = train(&bad, &train_set, &validation, "mnist", &Checkpointing::default(), false, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("--lr"), "{err}");
+    let input = normalisation(&train_set);
+    assert!((input.mean - 0.13).abs() < 0.01 && (input.std - 0.31).abs() < 0.01, "{input:?}");
+}
