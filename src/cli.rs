@@ -44,7 +44,10 @@ pub struct DataArgs {
 impl DataArgs {
     /// The data set named, or `default`.
     pub fn source(&self, default: &str) -> DatasetSource {
-        DatasetSource::parse(self.dataset.as_deref().unwrap_or(default), self.data_dir.clone())
+        DatasetSource::parse(
+            self.dataset.as_deref().unwrap_or(default),
+            self.data_dir.clone(),
+        )
     }
 }
 

@@ -232,11 +232,9 @@ impl Activation {
             Self::Square => Some(Polynomial::new(vec![0.0, 0.0, 1.0])),
             Self::Swish4 { range } => Some(least_squares(swish, 4, *range)),
             Self::QuadRelu { range } => Some(least_squares(|x: f64| x.max(0.0), 2, *range)),
-            Self::KernelRelu2 { range, width } => Some(jackson_chebyshev(
-                |x| smoothed_relu(x, *width),
-                2,
-                *range,
-            )),
+            Self::KernelRelu2 { range, width } => {
+                Some(jackson_chebyshev(|x| smoothed_relu(x, *width), 2, *range))
+            }
             Self::Poly { coefficients } => Some(coefficients.clone()),
         }
     }
@@ -404,7 +402,11 @@ mod tests {
         for name in Activation::NAMES {
             let act = Activation::from_name(name, 6.0, 3, "quad-relu").unwrap();
             let json = serde_json::to_string(&act).unwrap();
-            assert_eq!(serde_json::from_str::<Activation>(&json).unwrap(), act, "{json}");
+            assert_eq!(
+                serde_json::from_str::<Activation>(&json).unwrap(),
+                act,
+                "{json}"
+            );
         }
     }
 }

@@ -77,7 +77,16 @@ mod tests {
         let err = read_limited(&path, 4).unwrap_err().to_string();
         assert!(err.contains("f.bin") && err.contains("limit"), "{err}");
         let missing = dir.path().join("nope/f.bin");
-        assert!(write_atomic(&missing, b"x").unwrap_err().to_string().contains("nope"));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
+        assert!(
+            write_atomic(&missing, b"x")
+                .unwrap_err()
+                .to_string()
+                .contains("nope")
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 }

@@ -233,11 +233,18 @@ impl Layer {
                 var,
                 epsilon,
             } => {
-                for (what, values) in [("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)]
-                {
+                for (what, values) in [
+                    ("gamma", gamma),
+                    ("beta", beta),
+                    ("mean", mean),
+                    ("var", var),
+                ] {
                     expect_len(what, values.len(), input.channels)?;
                 }
-                if var.iter().any(|v| *v < 0.0) || !(*epsilon >= 0.0) {
+                if var.iter().any(|v| !v.is_finite() || *v < 0.0)
+                    || !epsilon.is_finite()
+                    || *epsilon < 0.0
+                {
                     return Err("variance and epsilon must not be negative".into());
                 }
                 Ok(input)
@@ -263,7 +270,9 @@ impl Layer {
             } => {
                 function.validate().map_err(|e| e.to_string())?;
                 if let Some(q) = output_quant
-                    && !(q.range.hi > q.range.lo && q.range.lo.is_finite() && q.range.hi.is_finite())
+                    && !(q.range.hi > q.range.lo
+                        && q.range.lo.is_finite()
+                        && q.range.hi.is_finite())
                 {
                     return Err(format!("empty output range {:?}", q.range));
                 }
@@ -278,7 +287,9 @@ impl Layer {
                 ..
             } => {
                 if (input.height, input.width) != (1, 1) {
-                    return Err(format!("needs a vector input, gets {input}: add a flatten layer"));
+                    return Err(format!(
+                        "needs a vector input, gets {input}: add a flatten layer"
+                    ));
                 }
                 if *in_features != input.channels {
                     return Err(format!(

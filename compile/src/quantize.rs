@@ -112,7 +112,9 @@ impl QuantRange {
 /// Per-channel symmetric scale of `weights` (one channel's values): `max |w| / q_max`, or 1
 /// for an all-zero channel (any scale represents it exactly).
 pub fn symmetric_scale(weights: &[f32], bits: BitWidth) -> f64 {
-    let max = weights.iter().fold(0.0f64, |m, w| m.max(f64::from(w.abs())));
+    let max = weights
+        .iter()
+        .fold(0.0f64, |m, w| m.max(f64::from(w.abs())));
     if max == 0.0 {
         1.0
     } else {
@@ -130,7 +132,10 @@ pub fn fake_quantize_per_channel(weights: &mut [f32], channels: usize, bits: Bit
             let scale = symmetric_scale(channel, bits);
             let q_max = bits.symmetric_max();
             for w in channel.iter_mut() {
-                *w = ((f64::from(*w) / scale).round_ties_even().clamp(-q_max, q_max) * scale) as f32;
+                *w = ((f64::from(*w) / scale)
+                    .round_ties_even()
+                    .clamp(-q_max, q_max)
+                    * scale) as f32;
             }
             scale
         })
@@ -153,7 +158,9 @@ mod tests {
     #[test]
     fn weight_quantisation_error_is_at_most_half_a_step() {
         let bits = BitWidth::new(3).unwrap();
-        let original: Vec<f32> = (0..40).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let original: Vec<f32> = (0..40)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
         let mut weights = original.clone();
         let scales = fake_quantize_per_channel(&mut weights, 4, bits);
         for (c, scale) in scales.iter().enumerate() {

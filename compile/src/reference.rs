@@ -17,8 +17,14 @@ enum Step {
         bias: Vec<f32>,
     },
     /// Batch norm as `y = scale x + shift` per channel.
-    Affine { scale: Vec<f64>, shift: Vec<f64> },
-    AvgPool { kernel: [usize; 2], stride: [usize; 2] },
+    Affine {
+        scale: Vec<f64>,
+        shift: Vec<f64>,
+    },
+    AvgPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    },
     Activation {
         function: ActivationFn,
         output_quant: Option<OutputQuant>,
@@ -134,7 +140,10 @@ impl ReferenceModel {
     /// The logits for one image of raw pixels (`0..=255`, as many as the input shape holds).
     pub fn logits(&self, pixels: &[u8]) -> Vec<f64> {
         assert_eq!(pixels.len(), self.model.input.shape.len(), "image size");
-        let mut x: Vec<f64> = pixels.iter().map(|&p| self.model.input.normalise(p)).collect();
+        let mut x: Vec<f64> = pixels
+            .iter()
+            .map(|&p| self.model.input.normalise(p))
+            .collect();
         for (step, &shape) in self.steps.iter().zip(&self.shapes) {
             x = run_step(step, shape, &x);
         }
@@ -152,7 +161,9 @@ pub fn argmax(values: &[f64]) -> usize {
     values
         .iter()
         .enumerate()
-        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
         .0
 }
 
@@ -180,7 +191,8 @@ fn run_step(step: &Step, shape: Shape, x: &[f64]) -> Vec<f64> {
                         let mut acc = f64::from(bias[o]);
                         for c in 0..channels {
                             for ky in 0..*kh {
-                                let Some(y) = (oy * sh + ky).checked_sub(*ph).filter(|&y| y < height)
+                                let Some(y) =
+                                    (oy * sh + ky).checked_sub(*ph).filter(|&y| y < height)
                                 else {
                                     continue;
                                 };

@@ -84,7 +84,12 @@ fn check_magic(bytes: &[u8], expected: u32, origin: &str) -> Result<(), DatasetE
     Ok(())
 }
 
-fn check_length(bytes: &[u8], header: usize, payload: usize, origin: &str) -> Result<(), DatasetError> {
+fn check_length(
+    bytes: &[u8],
+    header: usize,
+    payload: usize,
+    origin: &str,
+) -> Result<(), DatasetError> {
     let expected = header + payload;
     if bytes.len() != expected {
         return Err(DatasetError::Malformed {

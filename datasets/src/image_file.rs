@@ -177,7 +177,11 @@ mod tests {
     fn blank_and_empty_pictures_are_refused() {
         let blank = GrayImage::from_pixel(40, 40, Luma([255]));
         assert!(to_mnist_frame(&blank).unwrap_err().contains("blank"));
-        assert!(to_mnist_frame(&GrayImage::new(0, 0)).unwrap_err().contains("empty"));
+        assert!(
+            to_mnist_frame(&GrayImage::new(0, 0))
+                .unwrap_err()
+                .contains("empty")
+        );
     }
 
     #[test]
@@ -185,16 +189,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let png = dir.path().join("one.png");
         drawn_one().save(&png).unwrap();
-        assert_eq!(load_image(&png).unwrap(), to_mnist_frame(&drawn_one()).unwrap());
+        assert_eq!(
+            load_image(&png).unwrap(),
+            to_mnist_frame(&drawn_one()).unwrap()
+        );
 
         let pgm = dir.path().join("one.pgm");
         drawn_one().save(&pgm).unwrap();
-        assert_eq!(load_image(&pgm).unwrap(), to_mnist_frame(&drawn_one()).unwrap());
+        assert_eq!(
+            load_image(&pgm).unwrap(),
+            to_mnist_frame(&drawn_one()).unwrap()
+        );
 
         let junk = dir.path().join("junk.png");
         std::fs::write(&junk, b"\x89PNG\r\n\x1a\nnot really").unwrap();
         let err = load_image(&junk).unwrap_err().to_string();
-        assert!(err.contains("junk.png") && err.contains("not a readable"), "{err}");
+        assert!(
+            err.contains("junk.png") && err.contains("not a readable"),
+            "{err}"
+        );
 
         let missing = dir.path().join("missing.png");
         let err = load_image(&missing).unwrap_err().to_string();

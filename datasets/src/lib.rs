@@ -44,7 +44,9 @@ pub enum DatasetError {
         reason: String,
     },
     /// A file's checksum differs from the published one.
-    #[error("{file}: SHA-256 {found} differs from the published {expected}: the file is corrupt or not the original")]
+    #[error(
+        "{file}: SHA-256 {found} differs from the published {expected}: the file is corrupt or not the original"
+    )]
     Checksum {
         /// The file.
         file: String,

@@ -286,7 +286,11 @@ mod tests {
     #[test]
     fn folder_with_corrupt_files_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), b"\x00\x00\x08\x03junk").unwrap();
+        std::fs::write(
+            dir.path().join("t10k-images-idx3-ubyte"),
+            b"\x00\x00\x08\x03junk",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("t10k-labels-idx1-ubyte.gz"), b"junk").unwrap();
         let err = DatasetSource::Folder(dir.path().to_path_buf())
             .load(Split::Test)
@@ -297,7 +301,8 @@ mod tests {
 
     #[test]
     fn fashion_mnist_from_a_folder_is_verified() {
-        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/fashion-mnist");
+        let shared =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/fashion-mnist");
         if !shared.is_dir() {
             return; // only where the shared data folder sits beside the checkout
         }

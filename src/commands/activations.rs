@@ -24,7 +24,10 @@ pub fn run(args: &ActivationsArgs) -> Result<()> {
     for activation in &activations {
         let f = activation.evaluator();
         let points: Vec<(f64, f64)> = grid.iter().map(|&x| (x, f.eval(x))).collect();
-        let errors: Vec<f64> = points.iter().map(|&(x, y)| (y - x.max(0.0)).abs()).collect();
+        let errors: Vec<f64> = points
+            .iter()
+            .map(|&(x, y)| (y - x.max(0.0)).abs())
+            .collect();
         let max = errors.iter().copied().fold(0.0, f64::max);
         let mean = errors.iter().sum::<f64>() / errors.len() as f64;
         let label = if let Activation::Poly { .. } = activation {
@@ -46,14 +49,19 @@ fn plot(path: &std::path::Path, r: f64, curves: &[(String, Vec<(f64, f64)>)]) ->
     let (y_min, y_max) = curves
         .iter()
         .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {
+            (lo.min(y), hi.max(y))
+        });
     // The SVG is rendered in memory and written atomically.
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("HE-friendly activations vs ReLU on [-{r}, {r}]"), ("sans-serif", 22))
+            .caption(
+                format!("HE-friendly activations vs ReLU on [-{r}, {r}]"),
+                ("sans-serif", 22),
+            )
             .margin(15)
             .x_label_area_size(35)
             .y_label_area_size(45)

@@ -37,8 +37,15 @@ impl ActivationLayer {
     pub fn new(function: &Activation, output_bits: Option<BitWidth>, device: &Device) -> Self {
         let learnt = match function {
             Activation::Poly { coefficients } => {
-                let values: Vec<f32> = coefficients.coefficients().iter().map(|&c| c as f32).collect();
-                Some(Param::from_tensor(Tensor::from_floats(values.as_slice(), device)))
+                let values: Vec<f32> = coefficients
+                    .coefficients()
+                    .iter()
+                    .map(|&c| c as f32)
+                    .collect();
+                Some(Param::from_tensor(Tensor::from_floats(
+                    values.as_slice(),
+                    device,
+                )))
             }
             _ => None,
         };
@@ -56,10 +63,17 @@ impl ActivationLayer {
     }
 
     /// A layer computing `function` with an output quantisation already learnt.
-    pub fn with_output_quant(function: &Activation, quant: Option<OutputQuant>, device: &Device) -> Self {
+    pub fn with_output_quant(
+        function: &Activation,
+        quant: Option<OutputQuant>,
+        device: &Device,
+    ) -> Self {
         let layer = Self::new(function, quant.map(|q| q.bits), device);
         if let (Some(q), Some(state)) = (quant, &layer.output_range) {
-            state.update(Tensor::from_floats([q.range.lo as f32, q.range.hi as f32], device));
+            state.update(Tensor::from_floats(
+                [q.range.lo as f32, q.range.hi as f32],
+                device,
+            ));
         }
         layer
     }
@@ -175,11 +189,22 @@ mod tests {
             let x = Tensor::<1>::from_floats(points, &device).require_grad();
             let y = layer.forward(x.clone());
             let values: Vec<f32> = y.to_data().try_to_vec().unwrap();
-            let grads: Vec<f32> = x.grad(&y.sum().backward()).unwrap().into_data().try_to_vec().unwrap();
+            let grads: Vec<f32> = x
+                .grad(&y.sum().backward())
+                .unwrap()
+                .into_data()
+                .try_to_vec()
+                .unwrap();
             for ((&p, v), g) in points.iter().zip(values).zip(grads) {
                 let p = f64::from(p);
-                assert!((f64::from(v) - reference.eval(p)).abs() < 1e-4, "{name} at {p}");
-                assert!((f64::from(g) - reference.derivative(p)).abs() < 1e-4, "{name}' at {p}");
+                assert!(
+                    (f64::from(v) - reference.eval(p)).abs() < 1e-4,
+                    "{name} at {p}"
+                );
+                assert!(
+                    (f64::from(g) - reference.derivative(p)).abs() < 1e-4,
+                    "{name}' at {p}"
+                );
             }
         }
     }
@@ -192,7 +217,12 @@ mod tests {
         let x = Tensor::<1>::from_floats([2.0f32, -1.0], &device);
         let grads = layer.forward(x).sum().backward();
         let learnt = layer.learnt.as_ref().unwrap().val();
-        let g: Vec<f32> = learnt.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
+        let g: Vec<f32> = learnt
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec()
+            .unwrap();
         // d/dc_k sum_x x^k = (2, 1, 5) for x in {2, -1}.
         assert_eq!(g, vec![2.0, 1.0, 5.0]);
     }

@@ -71,14 +71,24 @@ fn one() -> usize {
     1
 }
 
-/// A network architecture.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A network architecture. Two are equal when their names and layers are, wherever they
+/// were read from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Architecture {
     /// Name recorded in the model file.
     pub name: String,
     /// Layers, input to output.
     pub layers: Vec<LayerSpec>,
+    /// Where it came from (its file, or the built-in name), for error messages.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+impl PartialEq for Architecture {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.layers) == (&other.name, &other.layers)
+    }
 }
 
 /// The built-in architectures, by name.
@@ -141,6 +151,7 @@ impl Architecture {
         Ok(Self {
             name: name.to_string(),
             layers,
+            origin: name.to_string(),
         })
     }
 
@@ -158,7 +169,7 @@ impl Architecture {
         }
         let bytes = read_limited(path, MAX_ARCHITECTURE_BYTES)?;
         let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
-        let architecture: Self = if path.extension().is_some_and(|e| e == "toml") {
+        let mut architecture: Self = if path.extension().is_some_and(|e| e == "toml") {
             toml::from_str(&text).map_err(|e| bad(e.to_string()))?
         } else {
             serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?
@@ -166,6 +177,7 @@ impl Architecture {
         if architecture.layers.is_empty() {
             return Err(bad("no layers".into()));
         }
+        architecture.origin = path.display().to_string();
         Ok(architecture)
     }
 
@@ -173,7 +185,7 @@ impl Architecture {
     /// ends in one value per class. `origin` names the architecture in errors.
     pub fn shapes(&self, input: Shape, classes: usize) -> Result<Vec<Shape>, TrainError> {
         let bad = |index: usize, reason: String| TrainError::Architecture {
-            path: self.name.clone(),
+            path: self.origin.clone(),
             reason: format!("layer {index}: {reason}"),
         };
         let mut shapes = vec![input];
@@ -187,7 +199,10 @@ impl Architecture {
                     padding,
                 } => {
                     if shape.height == 1 && shape.width == 1 && index > 0 {
-                        return Err(bad(index, "a convolution needs a feature map, not a vector".into()));
+                        return Err(bad(
+                            index,
+                            "a convolution needs a feature map, not a vector".into(),
+                        ));
                     }
                     let side = |s| window_output(s, kernel, stride, padding);
                     match (side(shape.height), side(shape.width)) {
@@ -199,7 +214,9 @@ impl Architecture {
                         _ => {
                             return Err(bad(
                                 index,
-                                format!("conv {kernel}x{kernel} stride {stride} padding {padding} with {out_channels} channels does not fit a {shape} input"),
+                                format!(
+                                    "conv {kernel}x{kernel} stride {stride} padding {padding} with {out_channels} channels does not fit a {shape} input"
+                                ),
                             ));
                         }
                     }
@@ -216,7 +233,9 @@ impl Architecture {
                         _ => {
                             return Err(bad(
                                 index,
-                                format!("pool {kernel}x{kernel} stride {stride} does not fit a {shape} input"),
+                                format!(
+                                    "pool {kernel}x{kernel} stride {stride} does not fit a {shape} input"
+                                ),
                             ));
                         }
                     }
@@ -225,7 +244,10 @@ impl Architecture {
                 LayerSpec::Flatten => Shape::vector(shape.len()),
                 LayerSpec::Dense { out_features } => {
                     if (shape.height, shape.width) != (1, 1) {
-                        return Err(bad(index, format!("dense needs a vector, gets {shape}: add a flatten layer")));
+                        return Err(bad(
+                            index,
+                            format!("dense needs a vector, gets {shape}: add a flatten layer"),
+                        ));
                     }
                     if out_features == 0 {
                         return Err(bad(index, "dense with 0 outputs".into()));
@@ -238,8 +260,10 @@ impl Architecture {
         let output = *shapes.last().expect("at least the input");
         if output != Shape::vector(classes) {
             return Err(TrainError::Architecture {
-                path: self.name.clone(),
-                reason: format!("the network outputs {output}, but the data set has {classes} classes: end with a dense layer of {classes} outputs"),
+                path: self.origin.clone(),
+                reason: format!(
+                    "the network outputs {output}, but the data set has {classes} classes: end with a dense layer of {classes} outputs"
+                ),
             });
         }
         Ok(shapes)
@@ -303,14 +327,18 @@ mod tests {
         assert!(err.contains("bad.json") && err.contains("conv3d"), "{err}");
 
         let err = Architecture::named("no-such-net").unwrap_err().to_string();
-        assert!(err.contains("no-such-net") && err.contains("paper-cnn"), "{err}");
+        assert!(
+            err.contains("no-such-net") && err.contains("paper-cnn"),
+            "{err}"
+        );
 
         let no_flatten = Architecture {
             name: "n".into(),
             layers: vec![LayerSpec::Dense { out_features: 10 }],
+            origin: "n.json".into(),
         };
         let err = no_flatten.shapes(MNIST, 10).unwrap_err().to_string();
-        assert!(err.contains("flatten"), "{err}");
+        assert!(err.contains("n.json") && err.contains("flatten"), "{err}");
 
         let wrong_classes = Architecture::named("mlp").unwrap();
         let err = wrong_classes.shapes(MNIST, 3).unwrap_err().to_string();
@@ -318,8 +346,20 @@ mod tests {
 
         let too_big = Architecture {
             name: "n".into(),
-            layers: vec![LayerSpec::Conv2d { out_channels: 1, kernel: 40, stride: 1, padding: 0 }],
+            origin: "n.json".into(),
+            layers: vec![LayerSpec::Conv2d {
+                out_channels: 1,
+                kernel: 40,
+                stride: 1,
+                padding: 0,
+            }],
         };
-        assert!(too_big.shapes(MNIST, 10).unwrap_err().to_string().contains("does not fit"));
+        assert!(
+            too_big
+                .shapes(MNIST, 10)
+                .unwrap_err()
+                .to_string()
+                .contains("does not fit")
+        );
     }
 }

@@ -7,7 +7,9 @@ use burn::prelude::*;
 use burn::tensor::module::{avg_pool2d, conv2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
 use hecnn_compile::activation::Activation;
-use hecnn_compile::model::{InputSpec, Layer as FileLayer, ModelFile, MODEL_FORMAT, MODEL_VERSION, Shape, TrainingSummary};
+use hecnn_compile::model::{
+    InputSpec, Layer as FileLayer, MODEL_FORMAT, MODEL_VERSION, ModelFile, Shape, TrainingSummary,
+};
 use hecnn_compile::quantize::{BitWidth, QuantSettings};
 
 use crate::activation::ActivationLayer;
@@ -133,13 +135,20 @@ impl Network {
                             Some(fan_out),
                             device,
                         ),
-                        bias: kaiming().init_with([out_channels], Some(fan_in), Some(fan_out), device),
+                        bias: kaiming().init_with(
+                            [out_channels],
+                            Some(fan_in),
+                            Some(fan_out),
+                            device,
+                        ),
                         stride: [stride; 2],
                         padding: [padding; 2],
                         weight_bits: weight_bits(),
                     })
                 }
-                LayerSpec::BatchNorm => Layer::BatchNorm(BatchNormConfig::new(shape.channels).init(device)),
+                LayerSpec::BatchNorm => {
+                    Layer::BatchNorm(BatchNormConfig::new(shape.channels).init(device))
+                }
                 LayerSpec::AvgPool { kernel, stride } => Layer::AvgPool(AvgPool {
                     kernel: [kernel; 2],
                     stride: [stride.unwrap_or(kernel); 2],
@@ -153,8 +162,18 @@ impl Network {
                 LayerSpec::Dense { out_features } => {
                     let fan_in = shape.len();
                     Layer::Dense(Dense {
-                        weight: kaiming().init_with([out_features, fan_in], Some(fan_in), Some(out_features), device),
-                        bias: kaiming().init_with([out_features], Some(fan_in), Some(out_features), device),
+                        weight: kaiming().init_with(
+                            [out_features, fan_in],
+                            Some(fan_in),
+                            Some(out_features),
+                            device,
+                        ),
+                        bias: kaiming().init_with(
+                            [out_features],
+                            Some(fan_in),
+                            Some(out_features),
+                            device,
+                        ),
                         weight_bits: weight_bits(),
                     })
                 }
@@ -232,7 +251,9 @@ impl Network {
                     bias,
                     weight_bits,
                 } => Layer::Dense(Dense {
-                    weight: Param::from_tensor(tensor(weight).reshape([*out_features, *in_features])),
+                    weight: Param::from_tensor(
+                        tensor(weight).reshape([*out_features, *in_features]),
+                    ),
                     bias: Param::from_tensor(tensor(bias)),
                     weight_bits: *weight_bits,
                 }),
@@ -268,7 +289,9 @@ impl Network {
                 )
             }
             Layer::BatchNorm(bn) => bn.forward(x),
-            Layer::AvgPool(pool) => avg_pool2d(x, AvgPoolOptions::new(pool.kernel).with_stride(pool.stride)),
+            Layer::AvgPool(pool) => {
+                avg_pool2d(x, AvgPoolOptions::new(pool.kernel).with_stride(pool.stride))
+            }
             Layer::Activation(act) => act.forward(x),
             Layer::Flatten(_) => {
                 let [b, c, h, w] = x.dims();
@@ -290,7 +313,9 @@ impl Network {
 
     /// The model file of this network.
     pub fn export(&self, dataset: &str, training: Option<TrainingSummary>) -> ModelFile {
-        let floats = |t: Tensor<1>| -> Vec<f32> { t.into_data().convert::<f32>().try_to_vec().expect("f32") };
+        let floats = |t: Tensor<1>| -> Vec<f32> {
+            t.into_data().convert::<f32>().try_to_vec().expect("f32")
+        };
         let flat = |t: Tensor<4>| floats(t.flatten(0, 3));
         let layers = self
             .layers
@@ -359,5 +384,8 @@ pub fn input_tensor(input: &InputSpec, pixels: &[u8], device: &Device) -> Tensor
     } = input.shape;
     let batch = pixels.len() / input.shape.len();
     let values: Vec<f32> = pixels.iter().map(|&p| input.normalise(p) as f32).collect();
-    Tensor::from_data(TensorData::new(values, [batch, channels, height, width]), device)
+    Tensor::from_data(
+        TensorData::new(values, [batch, channels, height, width]),
+        device,
+    )
 }

@@ -31,7 +31,11 @@ pub fn fake_quantize_weight<const D: usize>(weight: Tensor<D>, bits: BitWidth) -
 
 /// Fake quantisation of activation outputs onto the `2^b` levels of `range`; values
 /// outside the range are clamped (and get no gradient, as in PACT).
-pub fn fake_quantize_output<const D: usize>(y: Tensor<D>, range: QuantRange, bits: BitWidth) -> Tensor<D> {
+pub fn fake_quantize_output<const D: usize>(
+    y: Tensor<D>,
+    range: QuantRange,
+    bits: BitWidth,
+) -> Tensor<D> {
     let step = range.step(bits);
     let clamped = y.clamp(range.lo, range.hi);
     let quantised = clamped
@@ -53,10 +57,15 @@ mod tests {
     #[test]
     fn tensor_weight_quantisation_matches_the_shared_formula() {
         let device = Device::flex();
-        let values: Vec<f32> = (0..24).map(|i| ((i * 29 % 17) as f32 - 8.0) / 5.0).collect();
+        let values: Vec<f32> = (0..24)
+            .map(|i| ((i * 29 % 17) as f32 - 8.0) / 5.0)
+            .collect();
         let bits = BitWidth::new(3).unwrap();
         let tensor = Tensor::<3>::from_data(TensorData::new(values.clone(), [3, 2, 4]), &device);
-        let got: Vec<f32> = fake_quantize_weight(tensor, bits).into_data().try_to_vec().unwrap();
+        let got: Vec<f32> = fake_quantize_weight(tensor, bits)
+            .into_data()
+            .try_to_vec()
+            .unwrap();
         let mut expected = values;
         fake_quantize_per_channel(&mut expected, 3, bits);
         for (a, b) in got.iter().zip(&expected) {
@@ -75,6 +84,10 @@ mod tests {
         assert_eq!(values, vec![-1.0, 0.0, 1.0, 2.0]);
         let grads = y.sum().backward();
         let g: Vec<f32> = x.grad(&grads).unwrap().into_data().try_to_vec().unwrap();
-        assert_eq!(g, vec![0.0, 1.0, 1.0, 0.0], "identity inside the range, zero outside");
+        assert_eq!(
+            g,
+            vec![0.0, 1.0, 1.0, 0.0],
+            "identity inside the range, zero outside"
+        );
     }
 }

@@ -153,8 +153,14 @@ pub fn accuracy(network: &Network, data: &LabelledImages, device: &Device) -> f6
     let valid = network.valid();
     let n = data.image_len();
     let mut correct = 0usize;
-    for (pixels, labels) in data.pixels.chunks(EVAL_BATCH * n).zip(data.labels.chunks(EVAL_BATCH)) {
-        let predictions = valid.forward(input_tensor(network.input(), pixels, device)).argmax(1);
+    for (pixels, labels) in data
+        .pixels
+        .chunks(EVAL_BATCH * n)
+        .zip(data.labels.chunks(EVAL_BATCH))
+    {
+        let predictions = valid
+            .forward(input_tensor(network.input(), pixels, device))
+            .argmax(1);
         let predictions: Vec<i64> = predictions
             .into_data()
             .convert::<i64>()
@@ -218,11 +224,17 @@ pub fn train(
     if let (Some(state), Some(dir)) = (resumed, &checkpointing.dir) {
         let read = |name: &str| -> Result<Bytes, TrainError> {
             let path = dir.join(name);
-            Ok(Bytes::from_bytes_vec(read_limited(&path, MAX_CHECKPOINT_BYTES)?))
+            Ok(Bytes::from_bytes_vec(read_limited(
+                &path,
+                MAX_CHECKPOINT_BYTES,
+            )?))
         };
         let model_path = dir.join(MODEL_FILE);
-        let record = ModuleRecord::from_bytes(read(MODEL_FILE)?).map_err(|e| record_error(&model_path, format!("{e:?}")))?;
-        network = network.try_load_record(record).map_err(|e| record_error(&model_path, format!("{e:?}")))?;
+        let record = ModuleRecord::from_bytes(read(MODEL_FILE)?)
+            .map_err(|e| record_error(&model_path, format!("{e:?}")))?;
+        network = network
+            .try_load_record(record)
+            .map_err(|e| record_error(&model_path, format!("{e:?}")))?;
         let optimizer_path = dir.join(OPTIMIZER_FILE);
         optimizer = optimizer
             .from_bytes(read(OPTIMIZER_FILE)?)
@@ -257,11 +269,17 @@ pub fn train(
             let mut pixels = Vec::with_capacity(batch.len() * image_len);
             for &i in batch {
                 let shift = config.max_shift as i64;
-                let (dx, dy) = (rng.random_range(-shift..=shift), rng.random_range(-shift..=shift));
+                let (dx, dy) = (
+                    rng.random_range(-shift..=shift),
+                    rng.random_range(-shift..=shift),
+                );
                 extend_shifted(&mut pixels, train.image(i), train.cols, dx, dy);
             }
             let labels: Vec<i64> = batch.iter().map(|&i| i64::from(train.labels[i])).collect();
-            let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch.len()]), &device);
+            let targets = Tensor::<1, Int>::from_data(
+                TensorData::new(labels.clone(), [batch.len()]),
+                &device,
+            );
             let logits = network.forward(input_tensor(&input, &pixels, &device));
             let loss = loss_fn.forward(logits.clone(), targets);
             let loss_value = f64::from(loss.clone().into_scalar::<f32>());
@@ -277,7 +295,11 @@ pub fn train(
                 .convert::<i64>()
                 .try_to_vec()
                 .expect("argmax yields integers");
-            correct += predictions.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            correct += predictions
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| p == l)
+                .count();
             seen += batch.len();
             loss_sum += loss_value * batch.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &network);
@@ -325,7 +347,11 @@ fn extend_shifted(out: &mut Vec<u8>, image: &[u8], cols: usize, dx: i64, dy: i64
         for x in 0..cols as i64 {
             let (sx, sy) = (x - dx, y - dy);
             let inside = (0..cols as i64).contains(&sx) && (0..rows as i64).contains(&sy);
-            out.push(if inside { image[(sy * cols as i64 + sx) as usize] } else { 0 });
+            out.push(if inside {
+                image[(sy * cols as i64 + sx) as usize]
+            } else {
+                0
+            });
         }
     }
 }
@@ -362,7 +388,8 @@ fn save_checkpoint(
 fn load_state(dir: &Path, config: &TrainConfig) -> Result<CheckpointState, TrainError> {
     let path = dir.join(STATE_FILE);
     let bytes = read_limited(&path, MAX_CHECKPOINT_BYTES)?;
-    let state: CheckpointState = serde_json::from_slice(&bytes).map_err(|e| record_error(&path, e))?;
+    let state: CheckpointState =
+        serde_json::from_slice(&bytes).map_err(|e| record_error(&path, e))?;
     let mut same_run = state.config.clone();
     same_run.epochs = config.epochs;
     if same_run != *config {
@@ -374,7 +401,11 @@ fn load_state(dir: &Path, config: &TrainConfig) -> Result<CheckpointState, Train
     if state.history.len() > config.epochs {
         return Err(record_error(
             &path,
-            format!("already {} epochs done, more than --epochs {}", state.history.len(), config.epochs),
+            format!(
+                "already {} epochs done, more than --epochs {}",
+                state.history.len(),
+                config.epochs
+            ),
         ));
     }
     Ok(state)

@@ -17,7 +17,12 @@ fn small_mnist(train_images: usize) -> (LabelledImages, LabelledImages) {
     (train_set.truncated(train_images), validation)
 }
 
-fn config(model: &str, activation: &str, quant: Option<QuantSettings>, epochs: usize) -> TrainConfig {
+fn config(
+    model: &str,
+    activation: &str,
+    quant: Option<QuantSettings>,
+    epochs: usize,
+) -> TrainConfig {
     TrainConfig {
         architecture: Architecture::named(model).unwrap(),
         activation: Activation::from_name(activation, 4.0, 3, "quad-relu").unwrap(),
@@ -91,9 +96,9 @@ fn exported_model_computes_what_the_network_computes() {
         let reference = ReferenceModel::new(exported);
         let images = validation.truncated(20);
         let network_logits = rebuild(exported, &images, &device);
-        for i in 0..images.len() {
+        for (i, logits) in network_logits.iter().enumerate() {
             let expected = reference.logits(images.image(i));
-            for (a, b) in network_logits[i].iter().zip(&expected) {
+            for (a, b) in logits.iter().zip(&expected) {
                 assert!(
                     (f64::from(*a) - b).abs() < 2e-3 * (1.0 + b.abs()),
                     "{model}/{activation}: image {i}: {a} vs {b}"
@@ -108,7 +113,10 @@ fn rebuild(model: &ModelFile, images: &LabelledImages, device: &Device) -> Vec<V
     let network = Network::from_model_file(model, device);
     let logits = network.forward(input_tensor(&model.input, &images.pixels, device));
     let values: Vec<f32> = logits.into_data().try_to_vec().unwrap();
-    values.chunks(model.class_names.len()).map(<[f32]>::to_vec).collect()
+    values
+        .chunks(model.class_names.len())
+        .map(<[f32]>::to_vec)
+        .collect()
 }
 
 #[test]
@@ -131,9 +139,21 @@ fn model_file_round_trip_and_bad_files() {
 
     let text = std::fs::read_to_string(&path).unwrap();
     let cases = [
-        ("truncated.json", text[..text.len() / 2].to_string(), "not a hecnn model file"),
-        ("foreign.json", r#"{"format":"onnx","version":1}"#.to_string(), "not a hecnn model file"),
-        ("future.json", text.replace("\"version\":1", "\"version\":99"), "version"),
+        (
+            "truncated.json",
+            text[..text.len() / 2].to_string(),
+            "not a hecnn model file",
+        ),
+        (
+            "foreign.json",
+            r#"{"format":"onnx","version":1}"#.to_string(),
+            "not a hecnn model file",
+        ),
+        (
+            "future.json",
+            text.replace("\"version\":1", "\"version\":99"),
+            "version",
+        ),
         (
             "inconsistent.json",
             text.replace("\"in_features\":784", "\"in_features\":783"),
@@ -144,7 +164,10 @@ fn model_file_round_trip_and_bad_files() {
         let bad = dir.path().join(name);
         std::fs::write(&bad, content).unwrap();
         let err = ModelFile::load(&bad).unwrap_err().to_string();
-        assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains(expected),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -157,33 +180,83 @@ fn resuming_a_checkpoint_continues_the_same_run() {
         resume: false,
     };
     let quant = qat(4);
-    let straight = train(&config("compact", "swish4", quant, 2), &train_set, &validation, "mnist", &Checkpointing::default(), false, |_| {}).unwrap();
+    let straight = train(
+        &config("compact", "swish4", quant, 2),
+        &train_set,
+        &validation,
+        "mnist",
+        &Checkpointing::default(),
+        false,
+        |_| {},
+    )
+    .unwrap();
     // One epoch, then resume to two.
-    train(&config("compact", "swish4", quant, 1), &train_set, &validation, "mnist", &checkpointing, false, |_| {}).unwrap();
+    train(
+        &config("compact", "swish4", quant, 1),
+        &train_set,
+        &validation,
+        "mnist",
+        &checkpointing,
+        false,
+        |_| {},
+    )
+    .unwrap();
     let resume = Checkpointing {
         resume: true,
         ..checkpointing
     };
     let mut epochs_run = Vec::new();
-    let resumed = train(&config("compact", "swish4", quant, 2), &train_set, &validation, "mnist", &resume, false, |r| epochs_run.push(r.epoch)).unwrap();
+    let resumed = train(
+        &config("compact", "swish4", quant, 2),
+        &train_set,
+        &validation,
+        "mnist",
+        &resume,
+        false,
+        |r| epochs_run.push(r.epoch),
+    )
+    .unwrap();
     assert_eq!(epochs_run, vec![2], "only the missing epoch runs");
     assert_eq!(resumed.history.len(), 2);
     // The learning-rate schedule depends on the total number of epochs, so the resumed run
     // differs from the straight one in its first epoch; both must have learnt.
-    assert!(resumed.history[1].validation_accuracy > 0.7, "{:?}", resumed.history);
+    assert!(
+        resumed.history[1].validation_accuracy > 0.7,
+        "{:?}",
+        resumed.history
+    );
     assert!(straight.history[1].validation_accuracy > 0.7);
 
     // Another run's checkpoint is refused, by name.
-    let err = train(&config("mlp", "swish4", quant, 3), &train_set, &validation, "mnist", &resume, false, |_| {})
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("another run") && err.contains("state.json"), "{err}");
+    let err = train(
+        &config("mlp", "swish4", quant, 3),
+        &train_set,
+        &validation,
+        "mnist",
+        &resume,
+        false,
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("another run") && err.contains("state.json"),
+        "{err}"
+    );
 
     // A corrupt checkpoint is refused, by name.
     std::fs::write(dir.path().join("model.bpk"), b"garbage").unwrap();
-    let err = train(&config("compact", "swish4", quant, 3), &train_set, &validation, "mnist", &resume, false, |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = train(
+        &config("compact", "swish4", quant, 3),
+        &train_set,
+        &validation,
+        "mnist",
+        &resume,
+        false,
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("model.bpk"), "{err}");
 }
 
@@ -192,8 +265,20 @@ fn bad_settings_are_refused() {
     let (train_set, validation) = small_mnist(100);
     let mut bad = config("mlp", "relu", None, 1);
     bad.learning_rate = -1.0;
-    let err = train(&bad, &train_set, &validation, "mnist", &Checkpointing::default(), false, |_| {}).unwrap_err();
+    let err = train(
+        &bad,
+        &train_set,
+        &validation,
+        "mnist",
+        &Checkpointing::default(),
+        false,
+        |_| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("--lr"), "{err}");
     let input = normalisation(&train_set);
-    assert!((input.mean - 0.13).abs() < 0.01 && (input.std - 0.31).abs() < 0.01, "{input:?}");
+    assert!(
+        (input.mean - 0.13).abs() < 0.01 && (input.std - 0.31).abs() < 0.01,
+        "{input:?}"
+    );
 }

@@ -1,0 +1,185 @@
+//! The `hecnn` program as a user runs it: the happy path on small data, and clear errors
+//! (never a panic) on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn hecnn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hecnn"))
+        .args(args)
+        .output()
+        .expect("hecnn runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs hecnn, expecting failure with a message containing every one of `expected`.
+fn fails_with(args: &[&str], expected: &[&str]) {
+    let output = hecnn(args);
+    let err = stderr(&output);
+    assert!(
+        !output.status.success(),
+        "{args:?} succeeded: {}",
+        stdout(&output)
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    for e in expected {
+        assert!(err.contains(e), "{args:?}: {e:?} not in {err}");
+    }
+}
+
+/// A 28x28 binary PGM of a vertical bar, as a user's drawing would be.
+fn write_pgm(path: &Path) {
+    let mut bytes = b"P5\n28 28\n255\n".to_vec();
+    for y in 0..28 {
+        for x in 0..28 {
+            bytes.push(if (12..16).contains(&x) && (4..24).contains(&y) {
+                255
+            } else {
+                0
+            });
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn train_eval_predict_on_small_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mlp.json");
+    let model_arg = model.to_str().unwrap();
+    let output = hecnn(&[
+        "train",
+        "--model",
+        "mlp",
+        "--activation",
+        "quad-relu",
+        "--qat",
+        "--epochs",
+        "1",
+        "--limit",
+        "2000",
+        "--validation",
+        "500",
+        "-o",
+        model_arg,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("epoch   1:") && text.contains("test accuracy"),
+        "{text}"
+    );
+
+    let output = hecnn(&["eval", model_arg, "--mode", "float", "--limit", "300"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let accuracy: f64 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.trim_end_matches('%').parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {text}"));
+    assert!(accuracy > 70.0, "{text}");
+
+    let image = dir.path().join("bar.pgm");
+    write_pgm(&image);
+    let output = hecnn(&["predict", model_arg, image.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("class "), "{}", stdout(&output));
+
+    let noise = dir.path().join("noise.png");
+    std::fs::write(&noise, b"\x89PNG\r\n\x1a\n garbage").unwrap();
+    fails_with(
+        &["predict", model_arg, noise.to_str().unwrap()],
+        &["noise.png", "not a readable"],
+    );
+}
+
+#[test]
+fn activations_table_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("act.svg");
+    let output = hecnn(&[
+        "activations",
+        "--range",
+        "4",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for name in [
+        "relu",
+        "square",
+        "swish4",
+        "quad-relu",
+        "kernel-relu2",
+        "poly",
+    ] {
+        assert!(text.contains(name), "{name} missing from {text}");
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("swish4"));
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+
+    std::fs::write(
+        path("half.json"),
+        "{\"format\":\"hecnn-model\",\"version\":1,\"na",
+    )
+    .unwrap();
+    fails_with(
+        &["eval", &path("half.json")],
+        &["half.json", "not a hecnn model file"],
+    );
+    fails_with(&["eval", &path("absent.json")], &["absent.json"]);
+
+    std::fs::write(
+        path("net.json"),
+        r#"{"name":"n","layers":[{"type":"dense","out_features":10}]}"#,
+    )
+    .unwrap();
+    fails_with(
+        &[
+            "train",
+            "--model",
+            &path("net.json"),
+            "--epochs",
+            "1",
+            "--limit",
+            "10",
+            "-o",
+            &path("m.json"),
+        ],
+        &["net.json", "flatten"],
+    );
+    assert!(
+        !Path::new(&path("m.json")).exists(),
+        "no model written on failure"
+    );
+
+    fails_with(&["train", "--lr", "0", "--limit", "10"], &["--lr"]);
+    fails_with(&["train", "--weight-bits", "12"], &["12"]);
+    fails_with(&["train", "--activation", "tanh"], &["tanh"]);
+    fails_with(&["train", "--range=-1", "--limit", "10"], &["range -1"]);
+    fails_with(
+        &["train", "--dataset", &path("no-such-folder")],
+        &["no-such-folder", "train-images-idx3-ubyte"],
+    );
+
+    std::fs::write(path("empty.json"), "{}").unwrap();
+    fails_with(
+        &["eval", &path("empty.json")],
+        &["empty.json", "not a hecnn model file"],
+    );
+}
