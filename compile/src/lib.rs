@@ -9,5 +9,6 @@ pub mod activation;
 pub mod fit;
 pub mod io;
 pub mod model;
+pub mod passes;
 pub mod quantize;
 pub mod reference;

@@ -126,17 +126,17 @@ impl Architecture {
                 Dense { out_features: 10 },
             ],
             // Few activation values: average pooling (linear) before each activation.
-            // 28x28 -> conv 5x5 -> 24x24x12 -> pool 4 -> 6x6x12 (432 activations)
-            // -> conv 3x3 -> 4x4x48 -> pool 2 -> 2x2x48 (192 activations) -> 10.
+            // 28x28 -> conv 5x5 -> 24x24x16 -> pool 4 -> 6x6x16 (576 activations)
+            // -> conv 3x3 -> 4x4x32 -> pool 2 -> 2x2x32 (128 activations) -> 10.
             "compact" => vec![
-                conv(12, 5, 1),
+                conv(16, 5, 1),
                 BatchNorm,
                 AvgPool {
                     kernel: 4,
                     stride: None,
                 },
                 Activation,
-                conv(48, 3, 1),
+                conv(32, 3, 1),
                 BatchNorm,
                 AvgPool {
                     kernel: 2,
