@@ -14,34 +14,32 @@ use crate::model::{Layer, ModelFile};
 pub fn fold_batch_norm(model: &ModelFile) -> ModelFile {
     let mut layers: Vec<Layer> = Vec::with_capacity(model.layers.len());
     for layer in &model.layers {
-        if let Layer::BatchNorm {
-            gamma,
-            beta,
-            mean,
-            var,
-            epsilon,
-        } = layer
+        if let (
+            Layer::BatchNorm {
+                gamma,
+                beta,
+                mean,
+                var,
+                epsilon,
+            },
+            Some(Layer::Conv2d { weight, bias, .. } | Layer::Dense { weight, bias, .. }),
+        ) = (layer, layers.last_mut())
         {
             let scale = |c: usize| f64::from(gamma[c]) / (f64::from(var[c]) + epsilon).sqrt();
             let shift = |c: usize, b: f32| {
                 (scale(c) * (f64::from(b) - f64::from(mean[c])) + f64::from(beta[c])) as f32
             };
-            match layers.last_mut() {
-                Some(Layer::Conv2d { weight, bias, .. } | Layer::Dense { weight, bias, .. }) => {
-                    let per_channel = weight.len() / bias.len();
-                    for (c, (row, b)) in weight
-                        .chunks_mut(per_channel)
-                        .zip(bias.iter_mut())
-                        .enumerate()
-                    {
-                        let k = scale(c);
-                        row.iter_mut().for_each(|w| *w = (f64::from(*w) * k) as f32);
-                        *b = shift(c, *b);
-                    }
-                    continue;
-                }
-                _ => {}
+            let per_channel = weight.len() / bias.len();
+            for (c, (row, b)) in weight
+                .chunks_mut(per_channel)
+                .zip(bias.iter_mut())
+                .enumerate()
+            {
+                let k = scale(c);
+                row.iter_mut().for_each(|w| *w = (f64::from(*w) * k) as f32);
+                *b = shift(c, *b);
             }
+            continue;
         }
         layers.push(layer.clone());
     }
