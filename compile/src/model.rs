@@ -51,6 +51,24 @@ impl Shape {
         self.channels * self.height * self.width
     }
 
+    /// The shape after a window of `kernel` sliding by `stride` over this map padded by
+    /// `padding` (rows, columns), with `channels` output channels; `None` when the window
+    /// does not fit.
+    pub fn after_window(
+        self,
+        channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Option<Self> {
+        Some(Self {
+            channels,
+            height: window_output(self.height, kernel[0], stride[0], padding[0])?,
+            width: window_output(self.width, kernel[1], stride[1], padding[1])?,
+        })
+        .filter(|s| s.channels > 0)
+    }
+
     /// Whether the shape holds no value.
     pub fn is_empty(self) -> bool {
         self.len() == 0
@@ -213,18 +231,13 @@ impl Layer {
                     out_channels * in_channels * kernel[0] * kernel[1],
                 )?;
                 expect_len("bias", bias.len(), *out_channels)?;
-                let height = window_output(input.height, kernel[0], stride[0], padding[0]);
-                let width = window_output(input.width, kernel[1], stride[1], padding[1]);
-                match (height, width) {
-                    (Some(height), Some(width)) if *out_channels > 0 => Ok(Shape {
-                        channels: *out_channels,
-                        height,
-                        width,
-                    }),
-                    _ => Err(format!(
-                        "kernel {kernel:?} with stride {stride:?} and padding {padding:?} does not fit a {input} input"
-                    )),
-                }
+                input
+                    .after_window(*out_channels, *kernel, *stride, *padding)
+                    .ok_or_else(|| {
+                        format!(
+                            "kernel {kernel:?} with stride {stride:?} and padding {padding:?} does not fit a {input} input"
+                        )
+                    })
             }
             Self::BatchNorm {
                 gamma,
@@ -249,21 +262,11 @@ impl Layer {
                 }
                 Ok(input)
             }
-            Self::AvgPool { kernel, stride } => {
-                match (
-                    window_output(input.height, kernel[0], stride[0], 0),
-                    window_output(input.width, kernel[1], stride[1], 0),
-                ) {
-                    (Some(height), Some(width)) => Ok(Shape {
-                        channels: input.channels,
-                        height,
-                        width,
-                    }),
-                    _ => Err(format!(
-                        "window {kernel:?} with stride {stride:?} does not fit a {input} input"
-                    )),
-                }
-            }
+            Self::AvgPool { kernel, stride } => input
+                .after_window(input.channels, *kernel, *stride, [0, 0])
+                .ok_or_else(|| {
+                    format!("window {kernel:?} with stride {stride:?} does not fit a {input} input")
+                }),
             Self::Activation {
                 function,
                 output_quant,

@@ -22,7 +22,7 @@
 use std::path::Path;
 
 use hecnn_compile::io::read_limited;
-use hecnn_compile::model::{Shape, window_output};
+use hecnn_compile::model::Shape;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
@@ -204,41 +204,29 @@ impl Architecture {
                             "a convolution needs a feature map, not a vector".into(),
                         ));
                     }
-                    let side = |s| window_output(s, kernel, stride, padding);
-                    match (side(shape.height), side(shape.width)) {
-                        (Some(height), Some(width)) if out_channels > 0 => Shape {
-                            channels: out_channels,
-                            height,
-                            width,
-                        },
-                        _ => {
-                            return Err(bad(
+                    shape
+                        .after_window(out_channels, [kernel; 2], [stride; 2], [padding; 2])
+                        .ok_or_else(|| {
+                            bad(
                                 index,
                                 format!(
                                     "conv {kernel}x{kernel} stride {stride} padding {padding} with {out_channels} channels does not fit a {shape} input"
                                 ),
-                            ));
-                        }
-                    }
+                            )
+                        })?
                 }
                 LayerSpec::AvgPool { kernel, stride } => {
                     let stride = stride.unwrap_or(kernel);
-                    let side = |s| window_output(s, kernel, stride, 0);
-                    match (side(shape.height), side(shape.width)) {
-                        (Some(height), Some(width)) => Shape {
-                            channels: shape.channels,
-                            height,
-                            width,
-                        },
-                        _ => {
-                            return Err(bad(
+                    shape
+                        .after_window(shape.channels, [kernel; 2], [stride; 2], [0; 2])
+                        .ok_or_else(|| {
+                            bad(
                                 index,
                                 format!(
                                     "pool {kernel}x{kernel} stride {stride} does not fit a {shape} input"
                                 ),
-                            ));
-                        }
-                    }
+                            )
+                        })?
                 }
                 LayerSpec::BatchNorm | LayerSpec::Activation => shape,
                 LayerSpec::Flatten => Shape::vector(shape.len()),

@@ -148,6 +148,21 @@ pub fn normalisation(train: &LabelledImages) -> InputSpec {
     }
 }
 
+/// How many rows of `logits` have their largest value at the matching label.
+fn count_correct(logits: Tensor<2>, labels: impl Iterator<Item = i64>) -> usize {
+    let predictions: Vec<i64> = logits
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec()
+        .expect("argmax yields integers");
+    predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p == *l)
+        .count()
+}
+
 /// Accuracy of `network` on `data` (in inference mode, batch by batch).
 pub fn accuracy(network: &Network, data: &LabelledImages, device: &Device) -> f64 {
     let valid = network.valid();
@@ -158,19 +173,8 @@ pub fn accuracy(network: &Network, data: &LabelledImages, device: &Device) -> f6
         .chunks(EVAL_BATCH * n)
         .zip(data.labels.chunks(EVAL_BATCH))
     {
-        let predictions = valid
-            .forward(input_tensor(network.input(), pixels, device))
-            .argmax(1);
-        let predictions: Vec<i64> = predictions
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec()
-            .expect("argmax yields integers");
-        correct += predictions
-            .iter()
-            .zip(labels)
-            .filter(|(p, l)| **p == i64::from(**l))
-            .count();
+        let logits = valid.forward(input_tensor(network.input(), pixels, device));
+        correct += count_correct(logits, labels.iter().map(|&l| i64::from(l)));
     }
     correct as f64 / data.len().max(1) as f64
 }
@@ -289,17 +293,7 @@ pub fn train(
                     hint: "lower --lr, or use a smaller activation range".into(),
                 });
             }
-            let predictions: Vec<i64> = logits
-                .argmax(1)
-                .into_data()
-                .convert::<i64>()
-                .try_to_vec()
-                .expect("argmax yields integers");
-            correct += predictions
-                .iter()
-                .zip(&labels)
-                .filter(|(p, l)| p == l)
-                .count();
+            correct += count_correct(logits, labels.iter().copied());
             seen += batch.len();
             loss_sum += loss_value * batch.len() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &network);
