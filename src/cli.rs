@@ -100,7 +100,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Augmentation: shift training images by up to this many pixels (0: none).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub max_shift: usize,
     /// Training images held out for validation (the last ones of the training file).
     #[arg(long, default_value_t = 5000)]
