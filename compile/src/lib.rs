@@ -9,6 +9,8 @@ pub mod activation;
 pub mod fit;
 pub mod io;
 pub mod model;
+pub mod noise;
+pub mod params;
 pub mod passes;
 pub mod quantize;
 pub mod reference;

@@ -1,0 +1,166 @@
+//! The TFHE parameter sets a circuit may use: only sets validated by tfhe-rs for 128-bit
+//! security (never invented ones), all of the classic keyswitch-then-bootstrap kind whose
+//! ciphertexts live under the big (GLWE-derived) key.
+
+use tfhe::shortint::parameters::{ClassicPBSParameters, DynamicDistribution, v1_6, v1_8};
+
+/// A parameter set validated by tfhe-rs, with tfhe's name for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParameterSet {
+    /// The name of tfhe's constant (`V1_6_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128`, ...).
+    pub name: &'static str,
+    /// The parameters.
+    pub params: ClassicPBSParameters,
+}
+
+/// Milliseconds one keyswitch + PBS takes per core when both cores of this 2-core machine
+/// are busy (DESIGN.md section 4, tfhe 1.8.2, release build), for the sets measured.
+const MEASURED_MS_PER_PBS: [(&str, f64); 5] = [
+    ("V1_8_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128", 5.0),
+    ("V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128", 6.8),
+    ("V1_6_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128", 7.4),
+    ("V1_6_PARAM_MESSAGE_1_CARRY_4_KS_PBS_GAUSSIAN_2M128", 23.4),
+    ("V1_6_PARAM_MESSAGE_1_CARRY_5_KS_PBS_GAUSSIAN_2M128", 55.0),
+];
+
+/// Milliseconds per unit of [`ParameterSet::work`], fitted on the measured sets (they
+/// agree within 30%): the estimate for sets not measured.
+const MS_PER_WORK_UNIT: f64 = 7.0e-8;
+
+macro_rules! sets {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        vec![$(ParameterSet { name: stringify!($name), params: $module::$name }),*]
+    };
+}
+
+/// Every candidate set, from the smallest lookup tables to the largest.
+pub fn all() -> Vec<ParameterSet> {
+    sets![
+        v1_8::V1_8_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128,
+        v1_8::V1_8_PARAM_MESSAGE_1_CARRY_1_KS_PBS_TUNIFORM_2M128,
+        v1_6::V1_6_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M64,
+        v1_6::V1_6_PARAM_MESSAGE_1_CARRY_1_KS_PBS_TUNIFORM_2M64,
+        v1_6::V1_6_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M40,
+        v1_6::V1_6_PARAM_MESSAGE_1_CARRY_1_KS_PBS_TUNIFORM_2M40,
+        v1_6::V1_6_PARAM_MESSAGE_1_CARRY_2_KS_PBS_GAUSSIAN_2M128,
+        v1_6::V1_6_PARAM_MESSAGE_2_CARRY_1_KS_PBS_GAUSSIAN_2M128,
+        v1_6::V1_6_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128,
+        v1_8::V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_GAUSSIAN_2M128,
+        v1_8::V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128,
+        v1_6::V1_6_PARAM_MESSAGE_2_CARRY_2_KS_PBS_GAUSSIAN_2M64,
+        v1_6::V1_6_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M64,
+        v1_6::V1_6_PARAM_MESSAGE_2_CARRY_2_KS_PBS_GAUSSIAN_2M40,
+        v1_6::V1_6_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M40,
+        v1_6::V1_6_PARAM_MESSAGE_3_CARRY_1_KS_PBS_GAUSSIAN_2M128,
+        v1_6::V1_6_PARAM_MESSAGE_1_CARRY_4_KS_PBS_GAUSSIAN_2M128,
+        v1_6::V1_6_PARAM_MESSAGE_2_CARRY_3_KS_PBS_GAUSSIAN_2M128,
+        v1_6::V1_6_PARAM_MESSAGE_3_CARRY_2_KS_PBS_GAUSSIAN_2M128,
+        v1_6::V1_6_PARAM_MESSAGE_1_CARRY_5_KS_PBS_GAUSSIAN_2M128,
+        v1_6::V1_6_PARAM_MESSAGE_2_CARRY_4_KS_PBS_GAUSSIAN_2M128,
+        v1_8::V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_GAUSSIAN_2M128,
+        v1_8::V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128,
+        v1_6::V1_6_PARAM_MESSAGE_3_CARRY_3_KS_PBS_GAUSSIAN_2M64,
+        v1_6::V1_6_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M64,
+        v1_6::V1_6_PARAM_MESSAGE_3_CARRY_3_KS_PBS_GAUSSIAN_2M40,
+        v1_6::V1_6_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M40,
+    ]
+}
+
+/// The candidate set of that name.
+pub fn by_name(name: &str) -> Option<ParameterSet> {
+    all().into_iter().find(|set| set.name == name)
+}
+
+/// Variance of a noise distribution, as a fraction of the modulus squared (torus units).
+pub fn torus_variance(distribution: DynamicDistribution<u64>) -> f64 {
+    match distribution {
+        DynamicDistribution::Gaussian(g) => g.std * g.std,
+        DynamicDistribution::TUniform(t) => t.variance(2f64.powi(64)).0,
+    }
+}
+
+impl ParameterSet {
+    /// Number of lookup-table boxes: `message_modulus * carry_modulus`.
+    pub fn lut_boxes(&self) -> u64 {
+        self.params.message_modulus.0 * self.params.carry_modulus.0
+    }
+
+    /// Bits of lookup-table input: `log2` of [`ParameterSet::lut_boxes`].
+    pub fn lut_bits(&self) -> u32 {
+        self.lut_boxes().ilog2()
+    }
+
+    /// The weight 2-norm over PBS outputs for which tfhe guarantees its published failure
+    /// probability.
+    pub fn max_noise_level(&self) -> u64 {
+        self.params.max_noise_level.get()
+    }
+
+    /// tfhe's published `log2` failure probability of one PBS at [`Self::max_noise_level`].
+    pub fn published_log2_p_fail(&self) -> f64 {
+        self.params.log2_p_fail
+    }
+
+    /// A work measure of one keyswitch + PBS: `n l (k+1)^2 N log2 N` (blind rotation of
+    /// `n` steps, each an external product of `l (k+1)` FFTs of size `N` on `k+1` columns).
+    pub fn work(&self) -> f64 {
+        let p = &self.params;
+        let n = p.polynomial_size.0 as f64;
+        p.lwe_dimension.0 as f64
+            * p.pbs_level.0 as f64
+            * ((p.glwe_dimension.0 + 1) as f64).powi(2)
+            * n
+            * n.log2()
+    }
+
+    /// Milliseconds of one core per PBS with both cores busy: measured on this machine where
+    /// available (`true`), else estimated from [`Self::work`] (`false`).
+    pub fn ms_per_pbs(&self) -> (f64, bool) {
+        MEASURED_MS_PER_PBS
+            .iter()
+            .find(|(name, _)| *name == self.name)
+            .map_or((self.work() * MS_PER_WORK_UNIT, false), |(_, ms)| {
+                (*ms, true)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_is_named_and_secure() {
+        let sets = all();
+        assert!(sets.len() >= 20);
+        for set in &sets {
+            assert_eq!(by_name(set.name), Some(*set));
+            assert!(set.published_log2_p_fail() <= -40.0, "{}", set.name);
+            let boxes = format!(
+                "MESSAGE_{}_CARRY_{}",
+                set.params.message_modulus.0.ilog2(),
+                set.params.carry_modulus.0.ilog2()
+            );
+            assert!(set.name.contains(&boxes), "{} vs {boxes}", set.name);
+        }
+        assert_eq!(
+            by_name("V1_6_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128")
+                .unwrap()
+                .lut_bits(),
+            4
+        );
+    }
+
+    #[test]
+    fn cost_estimates_follow_the_measurements() {
+        for (name, ms) in MEASURED_MS_PER_PBS {
+            let set = by_name(name).unwrap();
+            let estimate = set.work() * MS_PER_WORK_UNIT;
+            assert!(
+                (estimate / ms - 1.0).abs() < 0.5,
+                "{name}: estimate {estimate:.1} ms vs measured {ms} ms"
+            );
+            assert_eq!(set.ms_per_pbs(), (ms, true));
+        }
+    }
+}
