@@ -14,3 +14,4 @@ pub mod params;
 pub mod passes;
 pub mod quantize;
 pub mod reference;
+pub mod select;

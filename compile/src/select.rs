@@ -1,0 +1,249 @@
+//! Parameter selection: the cheapest validated set whose tables are large enough and
+//! under which every PBS of a circuit reads a wrong entry with at most the target
+//! probability.
+
+use std::fmt;
+
+use crate::noise::NoiseModel;
+use crate::params::{ParameterSet, all};
+
+/// What one layer's PBS need of a parameter set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PbsRequirement {
+    /// The layer, as reports name it.
+    pub layer: String,
+    /// Table input bits the layer's lookup tables need.
+    pub lut_bits: u32,
+    /// Largest squared weight 2-norm, over all of the layer's outputs, applied to PBS
+    /// outputs.
+    pub norm2_pbs: f64,
+    /// Largest squared weight 2-norm applied to fresh client encryptions.
+    pub norm2_fresh: f64,
+    /// How many table boxes the noise may move a read before it counts as an error: half a
+    /// box when the accumulator fits the table exactly, more when the read is rounded anyway.
+    pub tolerance_boxes: f64,
+}
+
+/// How one requirement fares under a set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PbsNoise {
+    /// Standard deviation of the read, in table boxes.
+    pub std_boxes: f64,
+    /// `log2` probability of an error per PBS.
+    pub log2_p_error: f64,
+}
+
+impl PbsRequirement {
+    /// The noise of this layer's reads under `set`.
+    pub fn noise(&self, set: &ParameterSet) -> PbsNoise {
+        let model = NoiseModel::new(set);
+        let variance = model.pbs_input_variance(self.norm2_pbs, self.norm2_fresh);
+        PbsNoise {
+            std_boxes: model.std_in_boxes(variance),
+            log2_p_error: model.log2_p_beyond(variance, self.tolerance_boxes),
+        }
+    }
+
+    /// The largest weight 2-norm over PBS outputs that `set` allows this layer at the
+    /// target, found by bisection (`log2 p` grows with the norm).
+    pub fn max_norm(&self, set: &ParameterSet, target_log2_p: f64) -> f64 {
+        let fits = |norm: f64| {
+            let probe = Self {
+                norm2_pbs: norm * norm,
+                ..self.clone()
+            };
+            probe.noise(set).log2_p_error <= target_log2_p
+        };
+        if !fits(0.0) {
+            return 0.0;
+        }
+        let (mut lo, mut hi) = (0.0, 1.0);
+        while fits(hi) && hi < 1e9 {
+            lo = hi;
+            hi *= 2.0;
+        }
+        for _ in 0..60 {
+            let mid = (lo + hi) / 2.0;
+            if fits(mid) { lo = mid } else { hi = mid }
+        }
+        lo
+    }
+}
+
+/// The set chosen for a circuit and what each layer gets from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    /// The set.
+    pub set: ParameterSet,
+    /// Per requirement, in order.
+    pub noise: Vec<PbsNoise>,
+}
+
+/// No validated set fits; names the layer that fails under the best candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoFit {
+    /// The failing layer.
+    pub layer: String,
+    /// Its table bits.
+    pub lut_bits: u32,
+    /// Its weight 2-norm over PBS outputs.
+    pub norm: f64,
+    /// The largest norm the most tolerant set with enough table bits allows, if any has.
+    pub allowed_norm: Option<(f64, &'static str)>,
+    /// The target.
+    pub target_log2_p: f64,
+}
+
+impl fmt::Display for NoFit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.allowed_norm {
+            Some((allowed, set)) => write!(
+                f,
+                "no validated parameter set fits: layer {} has weight 2-norm {:.1} over bootstrapped inputs with {}-bit tables, \
+                 but even {set} allows at most {allowed:.1} at p-error 2^{}; use fewer weight or table bits, or a looser --p-error",
+                self.layer, self.norm, self.lut_bits, self.target_log2_p
+            ),
+            None => write!(
+                f,
+                "no validated parameter set has {}-bit tables (layer {}); the largest have {}",
+                self.lut_bits,
+                self.layer,
+                all().iter().map(ParameterSet::lut_bits).max().unwrap_or(0)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NoFit {}
+
+/// The cheapest set (by milliseconds per PBS) with tables of at least the bits every
+/// requirement needs and a per-PBS error probability of at most `2^target_log2_p` for
+/// each.
+pub fn select(requirements: &[PbsRequirement], target_log2_p: f64) -> Result<Selection, NoFit> {
+    let lut_bits = requirements.iter().map(|r| r.lut_bits).max().unwrap_or(1);
+    let mut candidates: Vec<ParameterSet> = all()
+        .into_iter()
+        .filter(|s| s.lut_bits() >= lut_bits)
+        .collect();
+    candidates.sort_by(|a, b| a.ms_per_pbs().0.total_cmp(&b.ms_per_pbs().0));
+    for set in &candidates {
+        let noise: Vec<PbsNoise> = requirements.iter().map(|r| r.noise(set)).collect();
+        if noise.iter().all(|n| n.log2_p_error <= target_log2_p) {
+            return Ok(Selection { set: *set, noise });
+        }
+    }
+    // Explain with the layer that fails worst under the most tolerant candidate.
+    let worst_log2_p = |set: &ParameterSet| {
+        requirements
+            .iter()
+            .map(|r| (r.noise(set).log2_p_error, r))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .expect("requirements are not empty when nothing fits")
+    };
+    let Some(tolerant) = candidates
+        .iter()
+        .min_by(|a, b| worst_log2_p(a).0.total_cmp(&worst_log2_p(b).0))
+    else {
+        let widest = requirements
+            .iter()
+            .max_by_key(|r| r.lut_bits)
+            .expect("requirements are not empty when no set is wide enough");
+        return Err(NoFit {
+            layer: widest.layer.clone(),
+            lut_bits: widest.lut_bits,
+            norm: widest.norm2_pbs.sqrt(),
+            allowed_norm: None,
+            target_log2_p,
+        });
+    };
+    let (_, worst) = worst_log2_p(tolerant);
+    Err(NoFit {
+        layer: worst.layer.clone(),
+        lut_bits: worst.lut_bits,
+        norm: worst.norm2_pbs.sqrt(),
+        allowed_norm: Some((worst.max_norm(tolerant, target_log2_p), tolerant.name)),
+        target_log2_p,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requirement(lut_bits: u32, norm: f64) -> PbsRequirement {
+        PbsRequirement {
+            layer: "conv2".into(),
+            lut_bits,
+            norm2_pbs: norm * norm,
+            norm2_fresh: 0.0,
+            tolerance_boxes: 0.5,
+        }
+    }
+
+    #[test]
+    fn small_tables_and_norms_get_the_cheapest_set() {
+        let chosen = select(&[requirement(2, 1.0)], -40.0).unwrap();
+        // The cheapest candidate of all, with 4 boxes.
+        let cheapest = all()
+            .into_iter()
+            .min_by(|a, b| a.ms_per_pbs().0.total_cmp(&b.ms_per_pbs().0))
+            .unwrap();
+        assert_eq!(chosen.set, cheapest);
+        assert_eq!(chosen.set.lut_bits(), 2);
+    }
+
+    #[test]
+    fn table_bits_and_norms_push_towards_larger_sets() {
+        let four_bits = select(&[requirement(4, 3.0)], -40.0).unwrap();
+        assert_eq!(four_bits.set.lut_bits(), 4);
+        // A norm far beyond every 4-bit set's budget needs larger tables, whose extra
+        // boxes leave more room for noise.
+        // (the most tolerant 4-bit sets allow about 60 at 2^-40).
+        let noisy = select(&[requirement(4, 100.0)], -40.0).unwrap();
+        assert!(noisy.set.lut_bits() > 4, "{}", noisy.set.name);
+        assert!(noisy.noise[0].log2_p_error <= -40.0);
+        // Looser targets are never more expensive.
+        let loose = select(&[requirement(4, 100.0)], -20.0).unwrap();
+        assert!(loose.set.ms_per_pbs().0 <= noisy.set.ms_per_pbs().0);
+    }
+
+    #[test]
+    fn every_chosen_set_meets_the_target_for_every_layer() {
+        let requirements = [
+            requirement(3, 10.0),
+            requirement(2, 30.0),
+            requirement(4, 5.0),
+        ];
+        let chosen = select(&requirements, -40.0).unwrap();
+        assert!(chosen.set.lut_bits() >= 4);
+        for (r, n) in requirements.iter().zip(&chosen.noise) {
+            assert!(n.log2_p_error <= -40.0, "{r:?}: {n:?}");
+        }
+    }
+
+    #[test]
+    fn impossible_circuits_are_refused_with_the_layer_and_the_margin() {
+        let err = select(&[requirement(4, 1e6)], -40.0).unwrap_err();
+        assert_eq!(err.layer, "conv2");
+        let (allowed, _) = err.allowed_norm.unwrap();
+        assert!(allowed > 1.0 && allowed < 1e6);
+        let message = err.to_string();
+        assert!(
+            message.contains("conv2") && message.contains("1000000.0"),
+            "{message}"
+        );
+
+        let err = select(&[requirement(12, 1.0)], -40.0).unwrap_err();
+        assert!(err.allowed_norm.is_none());
+        assert!(err.to_string().contains("12-bit"), "{err}");
+    }
+
+    #[test]
+    fn max_norm_is_where_the_target_is_met() {
+        let set = all()[0];
+        let r = requirement(2, 1.0);
+        let norm = r.max_norm(&set, -40.0);
+        assert!(requirement(2, norm * 0.99).noise(&set).log2_p_error <= -40.0);
+        assert!(requirement(2, norm * 1.01).noise(&set).log2_p_error > -40.0);
+    }
+}
