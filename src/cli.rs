@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hecnn_compile::activation::{Activation, DEFAULT_RANGE};
+use hecnn_compile::circuit::LutBits;
 use hecnn_datasets::DatasetSource;
 
 /// Train CNNs with HE-friendly activations, compile them to TFHE circuits, and classify
@@ -21,7 +22,11 @@ pub struct Cli {
 pub enum Command {
     /// Train a network and export its model file.
     Train(TrainArgs),
-    /// Accuracy of a model file on a test set.
+    /// Compile a model file into a circuit file and print the compile report.
+    Compile(CompileArgs),
+    /// Print a circuit file in its human-readable JSON form.
+    Inspect(InspectArgs),
+    /// Accuracy of a model or circuit file on a test set: float, clear and simulate modes.
     Eval(EvalArgs),
     /// Classify one image file (PNG/PGM) with a model file.
     Predict(PredictArgs),
@@ -122,23 +127,127 @@ pub struct TrainArgs {
 /// How a model is evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
-    /// The trained float model (fake quantisation included).
+    /// The trained float model (fake quantisation included); needs a model file.
     Float,
+    /// The integer circuit, exactly.
+    Clear,
+    /// The integer circuit with the noise of encrypted evaluation sampled.
+    Simulate,
+}
+
+/// Table width: a number of bits, or chosen automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LutChoice {
+    /// The smallest width that keeps the float model's predictions on the calibration set.
+    Auto,
+    /// This width.
+    Bits(LutBits),
+}
+
+fn parse_lut_choice(text: &str) -> Result<LutChoice, String> {
+    if text == "auto" {
+        return Ok(LutChoice::Auto);
+    }
+    let bits: u32 = text
+        .parse()
+        .map_err(|_| format!("expected `auto` or a number of bits, not {text:?}"))?;
+    LutBits::new(bits).map(LutChoice::Bits)
+}
+
+/// `log2` of a probability written `2^-40` or `1e-12`.
+fn parse_log2_probability(text: &str) -> Result<f64, String> {
+    let log2 = match text.strip_prefix("2^") {
+        Some(exponent) => exponent
+            .parse::<f64>()
+            .map_err(|_| format!("bad exponent in {text:?}"))?,
+        None => text
+            .parse::<f64>()
+            .map_err(|_| format!("expected a probability such as 2^-40 or 1e-12, not {text:?}"))?
+            .log2(),
+    };
+    if log2.is_finite() && (-200.0..0.0).contains(&log2) {
+        Ok(log2)
+    } else {
+        Err(format!("{text} is not a probability in (2^-200, 1)"))
+    }
+}
+
+/// Where accumulator ranges come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RangeChoice {
+    /// Guaranteed bounds: no input can wrap around a table.
+    WorstCase,
+    /// Ranges seen on the calibration images (plus a margin): finer tables, but an input
+    /// beyond them wraps.
+    Calibrated,
+}
+
+/// How a model is compiled.
+#[derive(Debug, Args)]
+pub struct CircuitArgs {
+    /// Table input bits (tables of 2^N entries), or `auto`: the smallest that keeps the
+    /// float model's predictions on the calibration images.
+    #[arg(long, default_value = "auto", value_parser = parse_lut_choice)]
+    pub lut_bits: LutChoice,
+    /// Target probability that one PBS reads a wrong table entry (`2^-40`, `1e-12`).
+    #[arg(long, default_value = "2^-40", value_parser = parse_log2_probability)]
+    pub p_error: f64,
+    /// Where the accumulator ranges that size the tables come from.
+    #[arg(long, value_enum, default_value = "worst-case")]
+    pub ranges: RangeChoice,
+    /// Calibration images: the first N of the validation split (the last 5000 training
+    /// images, never the test set).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
+    pub calibration: u64,
+    /// Width of weights the model did not quantise in training.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub weight_bits: u8,
+}
+
+/// Options of `hecnn compile`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The model file.
+    pub model: PathBuf,
+    /// Where to write the circuit file [default: the model's name with `.circuit`].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub circuit: CircuitArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// Options of `hecnn inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The circuit file.
+    pub circuit: PathBuf,
 }
 
 /// Options of `hecnn eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The model file.
+    /// The model file or circuit file.
     pub model: PathBuf,
-    /// Evaluation mode.
-    #[arg(long, value_enum, default_value = "float")]
-    pub mode: Mode,
+    /// Evaluation modes, comma-separated [default: float,clear,simulate for a model,
+    /// clear,simulate for a circuit].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub mode: Vec<Mode>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Evaluate on the first N test images only.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Seed of the noise sampled in simulate mode.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How a model file is compiled for clear and simulate modes.
+    #[command(flatten)]
+    pub circuit: CircuitArgs,
 }
 
 /// Options of `hecnn predict`.

@@ -87,6 +87,77 @@ fn train_eval_predict_on_small_data() {
         .unwrap_or_else(|| panic!("no accuracy in {text}"));
     assert!(accuracy > 70.0, "{text}");
 
+    // Compile, inspect, and evaluate the circuit in clear and simulate modes.
+    let circuit = dir.path().join("mlp.circuit");
+    let circuit_arg = circuit.to_str().unwrap();
+    let output = hecnn(&[
+        "compile",
+        model_arg,
+        "-o",
+        circuit_arg,
+        "--lut-bits",
+        "6",
+        "--ranges",
+        "calibrated",
+        "--calibration",
+        "500",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("PBS per image      128") && text.contains("predicted latency"),
+        "{text}"
+    );
+    let output = hecnn(&[
+        "compile",
+        model_arg,
+        "-o",
+        circuit_arg,
+        "--json",
+        "--lut-bits",
+        "5",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["pbs_count"], 128);
+    assert_eq!(report["stages"][0]["lut_bits"], 5);
+
+    let output = hecnn(&["inspect", circuit_arg]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["format"], "hecnn-circuit");
+    assert_eq!(json["circuit"]["lut_bits"], 5);
+
+    let output = hecnn(&["eval", circuit_arg, "--limit", "300"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("clear    accuracy")
+            && text.contains("simulate accuracy")
+            && text.contains("agreement Clear/Simulate"),
+        "{text}"
+    );
+    fails_with(
+        &["eval", circuit_arg, "--mode", "float", "--limit", "10"],
+        &["float mode needs the model file"],
+    );
+    let mut bytes = std::fs::read(&circuit).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    let damaged = dir.path().join("damaged.circuit");
+    std::fs::write(&damaged, bytes).unwrap();
+    fails_with(
+        &["inspect", damaged.to_str().unwrap()],
+        &["damaged.circuit", "corrupted"],
+    );
+    fails_with(
+        &["compile", model_arg, "--lut-bits", "12"],
+        &["table bits 12 out of range"],
+    );
+    fails_with(
+        &["compile", model_arg, "--p-error", "2"],
+        &["not a probability"],
+    );
+
     let image = dir.path().join("bar.pgm");
     write_pgm(&image);
     let output = hecnn(&["predict", model_arg, image.to_str().unwrap()]);

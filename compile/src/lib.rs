@@ -6,12 +6,19 @@
 //! as it was trained. Nothing here depends on the training framework.
 
 pub mod activation;
+pub mod circuit;
+pub mod compiler;
 pub mod fit;
 pub mod io;
+pub mod lower;
 pub mod model;
 pub mod noise;
 pub mod params;
 pub mod passes;
 pub mod quantize;
 pub mod reference;
+pub mod report;
 pub mod select;
+pub mod simulate;
+#[cfg(test)]
+mod testing;

@@ -8,8 +8,8 @@
 //!
 //! where `v_i` is the variance of input `i` (a PBS output, or a much smaller fresh client
 //! encryption), `v_KS` the keyswitch's additive variance and `v_MS` that of the modulus
-//! switch to `2N`. A phase error `e` moves the table read by `e 2p` boxes (`p` boxes
-//! fill half the torus, the other half being the padding bit), so with Gaussian noise
+//! switch to `2N`. A phase error `e` moves the table read by `e 2^(p+1)` boxes (`2^p`
+//! boxes fill half the torus, the other half being the padding bit), so with Gaussian noise
 //! `P(|e| > t) = erfc(t / (sqrt(2 v)))`. tfhe's published failure probabilities use
 //! `t = 1/(4p)`, half a box.
 
@@ -26,6 +26,7 @@ use tfhe::core_crypto::commons::noise_formulas::modulus_switch::modulus_switch_a
 use tfhe::core_crypto::commons::noise_formulas::noise_simulation::PBS_FFT_64_MANTISSA_SIZE;
 use tfhe::shortint::parameters::{DynamicDistribution, ModulusSwitchType};
 
+use crate::circuit::LutBits;
 use crate::params::{ParameterSet, torus_variance};
 
 /// The native ciphertext modulus `2^64`.
@@ -42,8 +43,6 @@ pub struct NoiseModel {
     pub keyswitch: f64,
     /// Variance the modulus switch to `2N` adds.
     pub modulus_switch: f64,
-    /// Table boxes `p`.
-    pub boxes: u64,
 }
 
 impl NoiseModel {
@@ -116,7 +115,6 @@ impl NoiseModel {
             fresh: torus_variance(p.glwe_noise_distribution),
             keyswitch,
             modulus_switch,
-            boxes: set.lut_boxes(),
         }
     }
 
@@ -129,15 +127,17 @@ impl NoiseModel {
             + self.modulus_switch
     }
 
-    /// Standard deviation of that read, in table boxes: `sqrt(v) 2p`.
-    pub fn std_in_boxes(&self, variance: f64) -> f64 {
-        variance.sqrt() * 2.0 * self.boxes as f64
+    /// Standard deviation of a read of `variance` from a table of `2^lut_bits` boxes, in
+    /// boxes: `sqrt(v) 2^(p+1)`.
+    pub fn std_in_boxes(&self, variance: f64, lut_bits: LutBits) -> f64 {
+        variance.sqrt() * 2.0 * lut_bits.entries() as f64
     }
 
     /// `log2 P(|e| > boxes)` for a centred Gaussian phase error of `variance`: the
-    /// probability that a read lands more than `boxes` table boxes away.
-    pub fn log2_p_beyond(&self, variance: f64, boxes: f64) -> f64 {
-        let threshold = boxes / (2.0 * self.boxes as f64);
+    /// probability that a read of a table of `2^lut_bits` boxes lands more than `boxes`
+    /// boxes away.
+    pub fn log2_p_beyond(&self, variance: f64, boxes: f64, lut_bits: LutBits) -> f64 {
+        let threshold = boxes / (2.0 * lut_bits.entries() as f64);
         log2_erfc(threshold / (2.0 * variance).sqrt())
     }
 }
@@ -171,7 +171,8 @@ mod tests {
             let model = NoiseModel::new(&set);
             let nu = set.max_noise_level() as f64;
             let variance = model.pbs_input_variance(nu * nu, 0.0);
-            let log2_p = model.log2_p_beyond(variance, 0.5);
+            let lut_bits = LutBits::new(set.lut_bits()).unwrap();
+            let log2_p = model.log2_p_beyond(variance, 0.5, lut_bits);
             assert!(
                 (log2_p - set.published_log2_p_fail()).abs() < 0.05,
                 "{}: model {log2_p:.3} vs published {:.3}",

@@ -2,6 +2,7 @@
 //! security (never invented ones), all of the classic keyswitch-then-bootstrap kind whose
 //! ciphertexts live under the big (GLWE-derived) key.
 
+use crate::circuit::LutBits;
 use tfhe::shortint::parameters::{ClassicPBSParameters, DynamicDistribution, v1_6, v1_8};
 
 /// A parameter set validated by tfhe-rs, with tfhe's name for it.
@@ -113,6 +114,43 @@ impl ParameterSet {
             * n.log2()
     }
 
+    /// `(n, k, N)`: LWE dimension, GLWE dimension, polynomial size.
+    fn dimensions(&self) -> (u64, u64, u64) {
+        let p = &self.params;
+        (
+            p.lwe_dimension.0 as u64,
+            p.glwe_dimension.0 as u64,
+            p.polynomial_size.0 as u64,
+        )
+    }
+
+    /// Bytes of the evaluation key as shipped, seeded (only the bodies stored):
+    /// bootstrapping key `n (k+1) l_pbs N` and keyswitching key `k N l_ks` 64-bit words.
+    pub fn compressed_server_key_bytes(&self) -> u64 {
+        let p = &self.params;
+        let (n, k, big_n) = self.dimensions();
+        8 * (n * (k + 1) * p.pbs_level.0 as u64 * big_n + k * big_n * p.ks_level.0 as u64)
+    }
+
+    /// Bytes of the evaluation key in the server's memory: bootstrapping key in the Fourier
+    /// domain `n (k+1)^2 l_pbs N` and keyswitching key `k N l_ks (n+1)` 64-bit words.
+    pub fn server_key_bytes(&self) -> u64 {
+        let p = &self.params;
+        let (n, k, big_n) = self.dimensions();
+        8 * (n * (k + 1) * (k + 1) * p.pbs_level.0 as u64 * big_n
+            + k * big_n * p.ks_level.0 as u64 * (n + 1))
+    }
+
+    /// Whether tables of `lut_bits` can be encoded under this set: the custom lookup
+    /// tables the circuit uses spread `2^p` boxes over the `N` coefficients of the
+    /// accumulator (tfhe's own tables use `message_modulus * carry_modulus` boxes, but the
+    /// blind rotation is the same for any box count; what a narrower box costs is noise,
+    /// which the noise model accounts for). At least 8 coefficients per box keep the
+    /// modulus switch's rounding a fraction of a box.
+    pub fn holds(&self, lut_bits: LutBits) -> bool {
+        self.params.polynomial_size.0 >= 8 << lut_bits.get()
+    }
+
     /// Milliseconds of one core per PBS with both cores busy: measured on this machine where
     /// available (`true`), else estimated from [`Self::work`] (`false`).
     pub fn ms_per_pbs(&self) -> (f64, bool) {
@@ -149,6 +187,15 @@ mod tests {
                 .lut_bits(),
             4
         );
+    }
+
+    /// DESIGN.md measured 159 MB for set 1_3's server key in memory.
+    #[test]
+    fn key_sizes_match_the_measured_one() {
+        let set = by_name("V1_6_PARAM_MESSAGE_1_CARRY_3_KS_PBS_GAUSSIAN_2M128").unwrap();
+        let mb = set.server_key_bytes() as f64 / 1e6;
+        assert!((mb / 159.0 - 1.0).abs() < 0.1, "{mb} MB");
+        assert!(set.compressed_server_key_bytes() < set.server_key_bytes() / 2);
     }
 
     #[test]

@@ -53,24 +53,9 @@ pub fn fold_batch_norm(model: &ModelFile) -> ModelFile {
 mod tests {
     use super::*;
     use crate::activation::Activation;
-    use crate::model::{InputSpec, MODEL_FORMAT, MODEL_VERSION, Shape};
     use crate::quantize::BitWidth;
     use crate::reference::ReferenceModel;
-
-    /// Deterministic pseudo-random values in `[-1, 1)` (SplitMix64).
-    fn values(seed: u64, n: usize) -> Vec<f32> {
-        let mut state = seed;
-        (0..n)
-            .map(|_| {
-                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                z ^= z >> 31;
-                (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::{image, model_file, values};
 
     fn batch_norm(channels: usize, seed: u64) -> Layer {
         let v = values(seed, 4 * channels);
@@ -87,54 +72,37 @@ mod tests {
     /// A small CNN with batch norms after a conv and a dense layer, and one standing
     /// alone after pooling.
     fn model(weight_bits: Option<BitWidth>) -> ModelFile {
-        ModelFile {
-            format: MODEL_FORMAT.into(),
-            version: MODEL_VERSION,
-            name: "test".into(),
-            dataset: "none".into(),
-            class_names: (0..3).map(|c| c.to_string()).collect(),
-            input: InputSpec {
-                shape: Shape {
-                    channels: 1,
-                    height: 8,
-                    width: 8,
-                },
-                mean: 0.1,
-                std: 0.3,
+        model_file(vec![
+            Layer::Conv2d {
+                in_channels: 1,
+                out_channels: 4,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+                weight: values(1, 36),
+                bias: values(2, 4),
+                weight_bits,
             },
-            layers: vec![
-                Layer::Conv2d {
-                    in_channels: 1,
-                    out_channels: 4,
-                    kernel: [3, 3],
-                    stride: [1, 1],
-                    padding: [1, 1],
-                    weight: values(1, 36),
-                    bias: values(2, 4),
-                    weight_bits,
-                },
-                batch_norm(4, 3),
-                Layer::AvgPool {
-                    kernel: [2, 2],
-                    stride: [2, 2],
-                },
-                batch_norm(4, 4),
-                Layer::Activation {
-                    function: Activation::Swish4 { range: 4.0 },
-                    output_quant: None,
-                },
-                Layer::Flatten,
-                Layer::Dense {
-                    in_features: 64,
-                    out_features: 3,
-                    weight: values(5, 192),
-                    bias: values(6, 3),
-                    weight_bits,
-                },
-                batch_norm(3, 7),
-            ],
-            training: None,
-        }
+            batch_norm(4, 3),
+            Layer::AvgPool {
+                kernel: [2, 2],
+                stride: [2, 2],
+            },
+            batch_norm(4, 4),
+            Layer::Activation {
+                function: Activation::Swish4 { range: 4.0 },
+                output_quant: None,
+            },
+            Layer::Flatten,
+            Layer::Dense {
+                in_features: 64,
+                out_features: 3,
+                weight: values(5, 192),
+                bias: values(6, 3),
+                weight_bits,
+            },
+            batch_norm(3, 7),
+        ])
     }
 
     #[test]
@@ -157,10 +125,7 @@ mod tests {
             );
             let (a, b) = (ReferenceModel::new(&original), ReferenceModel::new(&folded));
             for seed in 0..20 {
-                let image: Vec<u8> = values(100 + seed, 64)
-                    .iter()
-                    .map(|v| ((v + 1.0) * 127.5) as u8)
-                    .collect();
+                let image = image(100 + seed);
                 for (x, y) in a.logits(&image).iter().zip(b.logits(&image)) {
                     assert!(
                         (x - y).abs() < 1e-4 * (1.0 + x.abs()),

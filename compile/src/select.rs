@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::circuit::LutBits;
 use crate::noise::NoiseModel;
 use crate::params::{ParameterSet, all};
 
@@ -12,8 +13,8 @@ use crate::params::{ParameterSet, all};
 pub struct PbsRequirement {
     /// The layer, as reports name it.
     pub layer: String,
-    /// Table input bits the layer's lookup tables need.
-    pub lut_bits: u32,
+    /// Table input bits of the layer's lookup tables.
+    pub lut_bits: LutBits,
     /// Largest squared weight 2-norm, over all of the layer's outputs, applied to PBS
     /// outputs.
     pub norm2_pbs: f64,
@@ -39,8 +40,8 @@ impl PbsRequirement {
         let model = NoiseModel::new(set);
         let variance = model.pbs_input_variance(self.norm2_pbs, self.norm2_fresh);
         PbsNoise {
-            std_boxes: model.std_in_boxes(variance),
-            log2_p_error: model.log2_p_beyond(variance, self.tolerance_boxes),
+            std_boxes: model.std_in_boxes(variance, self.lut_bits),
+            log2_p_error: model.log2_p_beyond(variance, self.tolerance_boxes, self.lut_bits),
         }
     }
 
@@ -85,7 +86,7 @@ pub struct NoFit {
     /// The failing layer.
     pub layer: String,
     /// Its table bits.
-    pub lut_bits: u32,
+    pub lut_bits: LutBits,
     /// Its weight 2-norm over PBS outputs.
     pub norm: f64,
     /// The largest norm the most tolerant set with enough table bits allows, if any has.
@@ -105,10 +106,8 @@ impl fmt::Display for NoFit {
             ),
             None => write!(
                 f,
-                "no validated parameter set has {}-bit tables (layer {}); the largest have {}",
-                self.lut_bits,
-                self.layer,
-                all().iter().map(ParameterSet::lut_bits).max().unwrap_or(0)
+                "no validated parameter set has room for {}-bit tables (layer {})",
+                self.lut_bits, self.layer,
             ),
         }
     }
@@ -120,11 +119,13 @@ impl std::error::Error for NoFit {}
 /// requirement needs and a per-PBS error probability of at most `2^target_log2_p` for
 /// each.
 pub fn select(requirements: &[PbsRequirement], target_log2_p: f64) -> Result<Selection, NoFit> {
-    let lut_bits = requirements.iter().map(|r| r.lut_bits).max().unwrap_or(1);
-    let mut candidates: Vec<ParameterSet> = all()
-        .into_iter()
-        .filter(|s| s.lut_bits() >= lut_bits)
-        .collect();
+    let lut_bits = requirements
+        .iter()
+        .map(|r| r.lut_bits)
+        .max()
+        .unwrap_or(LutBits(LutBits::MIN));
+    let mut candidates: Vec<ParameterSet> =
+        all().into_iter().filter(|s| s.holds(lut_bits)).collect();
     candidates.sort_by(|a, b| a.ms_per_pbs().0.total_cmp(&b.ms_per_pbs().0));
     for set in &candidates {
         let noise: Vec<PbsNoise> = requirements.iter().map(|r| r.noise(set)).collect();
@@ -173,7 +174,7 @@ mod tests {
     fn requirement(lut_bits: u32, norm: f64) -> PbsRequirement {
         PbsRequirement {
             layer: "conv2".into(),
-            lut_bits,
+            lut_bits: LutBits::new(lut_bits).unwrap(),
             norm2_pbs: norm * norm,
             norm2_fresh: 0.0,
             tolerance_boxes: 0.5,
@@ -233,9 +234,10 @@ mod tests {
             "{message}"
         );
 
-        let err = select(&[requirement(12, 1.0)], -40.0).unwrap_err();
-        assert!(err.allowed_norm.is_none());
-        assert!(err.to_string().contains("12-bit"), "{err}");
+        // Exact reads of 8-bit tables: too narrow boxes for any set, whatever the norm.
+        let err = select(&[requirement(8, 1.0)], -40.0).unwrap_err();
+        assert_eq!(err.allowed_norm.map(|(norm, _)| norm), Some(0.0));
+        assert!(err.to_string().contains("8-bit"), "{err}");
     }
 
     #[test]

@@ -1,52 +1,184 @@
 //! `hecnn eval` and `hecnn predict`.
 
+use std::io::Read;
+use std::path::Path;
+
 use anyhow::{Context, Result};
+use hecnn_compile::circuit::CircuitFile;
 use hecnn_compile::model::ModelFile;
+use hecnn_compile::params;
 use hecnn_compile::reference::{ReferenceModel, argmax};
+use hecnn_compile::simulate::Simulator;
 use hecnn_datasets::image_file::load_image;
 use hecnn_datasets::{LabelledImages, Split};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 
 use crate::cli::{EvalArgs, Mode, PredictArgs};
+use crate::commands::compile::compile_model;
 
 /// Float accuracy of a model on labelled images.
 pub fn float_accuracy(model: &ReferenceModel, data: &LabelledImages) -> f64 {
     let correct = (0..data.len())
+        .into_par_iter()
         .filter(|&i| model.predict(data.image(i)) == usize::from(data.labels[i]))
         .count();
     correct as f64 / data.len().max(1) as f64
 }
 
-fn load_model(path: &std::path::Path) -> Result<ModelFile> {
+/// What `hecnn eval` was given.
+enum Artifact {
+    Model(Box<ModelFile>),
+    Circuit(Box<CircuitFile>),
+}
+
+/// A circuit file if its first bytes say so, else a model file.
+fn load_artifact(path: &Path) -> Result<Artifact> {
+    let mut head = Vec::new();
+    if let Ok(file) = std::fs::File::open(path) {
+        // An unreadable file is reported by the loader below.
+        let _ = file.take(256).read_to_end(&mut head);
+    }
+    if CircuitFile::sniff(&head) {
+        let file = CircuitFile::load(path)
+            .with_context(|| format!("loading the circuit file {}", path.display()))?;
+        Ok(Artifact::Circuit(Box::new(file)))
+    } else {
+        Ok(Artifact::Model(Box::new(load_model(path)?)))
+    }
+}
+
+fn load_model(path: &Path) -> Result<ModelFile> {
     ModelFile::load(path).with_context(|| format!("loading the model file {}", path.display()))
 }
 
+/// Predicted class of every image under one mode, in parallel, with a progress bar.
+fn predictions(
+    mode: Mode,
+    data: &LabelledImages,
+    classify: impl Fn(usize, &[u8]) -> usize + Sync,
+) -> Vec<usize> {
+    let bar = ProgressBar::new(data.len() as u64).with_style(
+        ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len} images ({eta})")
+            .expect("the template is valid"),
+    );
+    bar.set_message(format!("{mode:?}").to_lowercase());
+    let predicted = (0..data.len())
+        .into_par_iter()
+        .map(|i| {
+            let class = classify(i, data.image(i));
+            bar.inc(1);
+            class
+        })
+        .collect();
+    bar.finish_and_clear();
+    predicted
+}
+
+fn fraction(count: usize, total: usize) -> f64 {
+    100.0 * count as f64 / total.max(1) as f64
+}
+
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let model = load_model(&args.model)?;
-    let source = args.data.source(&model.dataset);
+    let artifact = load_artifact(&args.model)?;
+    let (dataset, input_len) = match &artifact {
+        Artifact::Model(model) => (model.dataset.clone(), model.input.shape.len()),
+        Artifact::Circuit(file) => (file.dataset.clone(), file.input.shape.len()),
+    };
+    let modes = if args.mode.is_empty() {
+        match artifact {
+            Artifact::Model(_) => vec![Mode::Float, Mode::Clear, Mode::Simulate],
+            Artifact::Circuit(_) => vec![Mode::Clear, Mode::Simulate],
+        }
+    } else {
+        args.mode.clone()
+    };
+    let source = args.data.source(&dataset);
     let mut test = source
         .load(Split::Test)
         .with_context(|| format!("loading the {source} test set"))?;
     if let Some(limit) = args.limit {
         test = test.truncated(limit);
     }
-    if test.image_len() != model.input.shape.len() {
+    if test.image_len() != input_len {
         anyhow::bail!(
-            "the {source} images have {}x{} pixels, the model {} expects {}",
+            "the {source} images have {}x{} pixels, {} expects {input_len}",
             test.rows,
             test.cols,
             args.model.display(),
-            model.input.shape
         );
     }
-    match args.mode {
-        Mode::Float => {
-            let reference = ReferenceModel::new(&model);
-            let accuracy = float_accuracy(&reference, &test);
+    let (model, file) = match artifact {
+        Artifact::Model(model) => {
+            let file = if modes.iter().any(|m| *m != Mode::Float) {
+                let compiled = compile_model(&model, &args.circuit, &args.data)
+                    .with_context(|| format!("compiling {}", args.model.display()))?;
+                println!(
+                    "compiled: {} table bits, {}, {} PBS per image",
+                    compiled.file.circuit.lut_bits,
+                    compiled.file.parameter_set,
+                    compiled.report.pbs_count
+                );
+                Some(compiled.file)
+            } else {
+                None
+            };
+            (Some(model), file)
+        }
+        Artifact::Circuit(file) => (None, Some(*file)),
+    };
+    let mut results: Vec<(Mode, Vec<usize>)> = Vec::new();
+    for &mode in &modes {
+        let predicted = match mode {
+            Mode::Float => {
+                let model = model.as_ref().with_context(|| {
+                    format!(
+                        "float mode needs the model file, and {} is a circuit file",
+                        args.model.display()
+                    )
+                })?;
+                let reference = ReferenceModel::new(model);
+                predictions(mode, &test, |_, image| reference.predict(image))
+            }
+            Mode::Clear | Mode::Simulate => {
+                let file = file.as_ref().expect("compiled above for these modes");
+                let simulator = if mode == Mode::Clear {
+                    Simulator::clear(&file.circuit)
+                } else {
+                    let set = params::by_name(&file.parameter_set)
+                        .expect("circuit files name known sets");
+                    Simulator::noisy(&file.circuit, &set)
+                };
+                let seed = args.seed;
+                predictions(mode, &test, |i, image| {
+                    argmax(&simulator.logits(image, seed.wrapping_mul(1 << 32) ^ i as u64))
+                })
+            }
+        };
+        let correct = predicted
+            .iter()
+            .zip(&test.labels)
+            .filter(|(p, l)| **p == usize::from(**l))
+            .count();
+        println!(
+            "{:<8} accuracy {:.2}% on {} {source} test images",
+            format!("{mode:?}").to_lowercase(),
+            fraction(correct, test.len()),
+            test.len()
+        );
+        results.push((mode, predicted));
+    }
+    for (i, (mode_a, a)) in results.iter().enumerate() {
+        for (mode_b, b) in &results[i + 1..] {
+            let agreeing = a.iter().zip(b).filter(|(x, y)| x == y).count();
             println!(
-                "float accuracy {:.2}% on {} {source} test images",
-                100.0 * accuracy,
+                "agreement {:?}/{:?}: {:.2}% ({} of {} images differ)",
+                mode_a,
+                mode_b,
+                fraction(agreeing, test.len()),
+                test.len() - agreeing,
                 test.len()
-            );
+            )
         }
     }
     Ok(())

@@ -1,0 +1,371 @@
+//! The whole compilation: lower the model, choose the table width (given, or the smallest
+//! that keeps the float model's predictions), choose the parameter set from the noise
+//! model, and package the circuit file with its report.
+
+use rayon::prelude::*;
+
+use crate::circuit::{CIRCUIT_FORMAT, CIRCUIT_VERSION, Circuit, CircuitFile, InputQuant, LutBits};
+use crate::lower::{LowerError, LowerOptions, Ranges, lower};
+use crate::model::ModelFile;
+use crate::quantize::BitWidth;
+use crate::reference::{ReferenceModel, argmax};
+use crate::report::Report;
+use crate::select::{NoFit, PbsRequirement, Selection, select};
+use crate::simulate::Simulator;
+
+/// Default target: `log2` of the probability that one PBS reads a wrong entry.
+pub const DEFAULT_LOG2_P_ERROR: f64 = -40.0;
+
+/// Table widths tried when the width is chosen automatically.
+pub const AUTO_LUT_BITS: std::ops::RangeInclusive<u32> = 2..=LutBits::MAX;
+
+/// Automatic width: the smallest whose simulated accuracy on the calibration images is
+/// at most this far (a fraction) below the float model's.
+pub const AUTO_MAX_ACCURACY_DROP: f64 = 0.002;
+
+/// Labelled images (raw pixels) for calibrated ranges and the automatic table width.
+#[derive(Debug, Clone, Default)]
+pub struct Calibration<'a> {
+    /// The images.
+    pub images: Vec<&'a [u8]>,
+    /// Their classes.
+    pub labels: Vec<usize>,
+}
+
+impl Calibration<'_> {
+    /// Fraction of the images that `classify` gets right.
+    pub fn accuracy(&self, classify: impl Fn(usize, &[u8]) -> usize + Sync) -> f64 {
+        let correct = (0..self.images.len())
+            .into_par_iter()
+            .filter(|&i| classify(i, self.images[i]) == self.labels[i])
+            .count();
+        correct as f64 / self.images.len().max(1) as f64
+    }
+}
+
+/// How to compile.
+#[derive(Debug, Clone, Copy)]
+pub struct CompileOptions {
+    /// Table bits, or `None` to choose them on the calibration images.
+    pub lut_bits: Option<LutBits>,
+    /// Target `log2` probability of a wrong read per PBS.
+    pub target_log2_p_error: f64,
+    /// Size tables from the calibration images' ranges instead of the worst case.
+    pub calibrated_ranges: bool,
+    /// Width of weights the model did not quantise in training.
+    pub weight_bits: BitWidth,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            lut_bits: None,
+            target_log2_p_error: DEFAULT_LOG2_P_ERROR,
+            calibrated_ranges: false,
+            weight_bits: BitWidth::new(4).expect("4 bits is a valid width"),
+        }
+    }
+}
+
+/// Why a model did not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The model's structure cannot be lowered.
+    #[error(transparent)]
+    Lower(#[from] LowerError),
+    /// No parameter set meets the target.
+    #[error(transparent)]
+    NoFit(#[from] NoFit),
+    /// Choices that need calibration images were given none.
+    #[error("{0} needs calibration images")]
+    NoCalibration(&'static str),
+}
+
+/// A compiled model.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The circuit file.
+    pub file: CircuitFile,
+    /// What it costs and how noisy it is.
+    pub report: Report,
+}
+
+/// The PBS requirements of a circuit: one per stage with tables. A read counts as wrong
+/// when off by more than the rounding already does: half a box when reads are exact
+/// (`k = 0`), one box otherwise.
+pub fn requirements(circuit: &Circuit) -> Vec<PbsRequirement> {
+    circuit
+        .stages
+        .iter()
+        .enumerate()
+        .filter(|(_, stage)| stage.tables().is_some())
+        .map(|(index, stage)| {
+            let norm2 = stage
+                .linear
+                .bounds(stage.input_max)
+                .iter()
+                .map(|b| b.norm2)
+                .fold(0.0, f64::max);
+            let (norm2_pbs, norm2_fresh) = if index == 0 {
+                (0.0, norm2)
+            } else {
+                (norm2, 0.0)
+            };
+            PbsRequirement {
+                layer: format!("{index} ({})", stage.label),
+                lut_bits: circuit.lut_bits,
+                norm2_pbs,
+                norm2_fresh,
+                tolerance_boxes: if stage.rounding_bits.0 == 0 { 0.5 } else { 1.0 },
+            }
+        })
+        .collect()
+}
+
+/// Fraction of `images` on which the clear circuit predicts the float model's class.
+pub fn agreement_with_float(
+    circuit: &Circuit,
+    reference: &ReferenceModel,
+    images: &[&[u8]],
+) -> f64 {
+    let simulator = Simulator::clear(circuit);
+    let agreeing = images
+        .par_iter()
+        .filter(|image| argmax(&simulator.logits(image, 0)) == reference.predict(image))
+        .count();
+    agreeing as f64 / images.len().max(1) as f64
+}
+
+/// Compiles `model`; `calibration` (raw-pixel images) serves calibrated ranges and the
+/// automatic choice of table width.
+pub fn compile(
+    model: &ModelFile,
+    options: CompileOptions,
+    calibration: &Calibration,
+) -> Result<Compiled, CompileError> {
+    let ranges = if options.calibrated_ranges {
+        if calibration.images.is_empty() {
+            return Err(CompileError::NoCalibration("calibrated ranges"));
+        }
+        Ranges::Calibrated(&calibration.images)
+    } else {
+        Ranges::WorstCase
+    };
+    let lower_at = |lut_bits| {
+        lower(
+            model,
+            LowerOptions {
+                weight_bits: options.weight_bits,
+                lut_bits,
+                ranges,
+            },
+        )
+    };
+    let (circuit, selection) = match options.lut_bits {
+        Some(lut_bits) => {
+            let circuit = lower_at(lut_bits)?;
+            let selection = select(&requirements(&circuit), options.target_log2_p_error)?;
+            (circuit, selection)
+        }
+        None => choose_lut_bits(model, &lower_at, options, calibration)?,
+    };
+    let file = CircuitFile {
+        format: CIRCUIT_FORMAT.into(),
+        version: CIRCUIT_VERSION,
+        name: model.name.clone(),
+        dataset: model.dataset.clone(),
+        class_names: model.class_names.clone(),
+        input: InputQuant {
+            shape: model.input.shape,
+            max: circuit.stages[0].input_max,
+        },
+        parameter_set: selection.set.name.to_string(),
+        target_log2_p_error: options.target_log2_p_error,
+        circuit,
+    };
+    let report = Report::new(&file, &selection);
+    Ok(Compiled { file, report })
+}
+
+/// The smallest table width in [`AUTO_LUT_BITS`] that has a parameter set and whose
+/// simulated accuracy on the calibration images is within [`AUTO_MAX_ACCURACY_DROP`] of
+/// the float model's; failing that, the most accurate width that has a set.
+fn choose_lut_bits(
+    model: &ModelFile,
+    lower_at: &dyn Fn(LutBits) -> Result<Circuit, LowerError>,
+    options: CompileOptions,
+    calibration: &Calibration,
+) -> Result<(Circuit, Selection), CompileError> {
+    if calibration.images.is_empty() {
+        return Err(CompileError::NoCalibration("choosing the table width"));
+    }
+    let reference = ReferenceModel::new(model);
+    let float_accuracy = calibration.accuracy(|_, image| reference.predict(image));
+    let mut best: Option<(f64, Circuit, Selection)> = None;
+    let mut last_error = None;
+    for bits in AUTO_LUT_BITS {
+        let circuit = lower_at(LutBits::new(bits).expect("automatic widths are valid"))?;
+        let selection = match select(&requirements(&circuit), options.target_log2_p_error) {
+            Ok(selection) => selection,
+            Err(no_fit) => {
+                last_error = Some(no_fit);
+                continue;
+            }
+        };
+        let simulator = Simulator::noisy(&circuit, &selection.set);
+        let accuracy = calibration.accuracy(|i, image| argmax(&simulator.logits(image, i as u64)));
+        if accuracy >= float_accuracy - AUTO_MAX_ACCURACY_DROP {
+            return Ok((circuit, selection));
+        }
+        if best.as_ref().is_none_or(|(a, _, _)| accuracy > *a) {
+            best = Some((accuracy, circuit, selection));
+        }
+    }
+    match (best, last_error) {
+        (Some((_, circuit, selection)), _) => Ok((circuit, selection)),
+        (None, Some(no_fit)) => Err(no_fit.into()),
+        (None, None) => unreachable!("the automatic range is not empty"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::circuit::CircuitError;
+    use crate::testing::{image, model};
+
+    fn compiled(lut_bits: u32) -> Compiled {
+        let options = CompileOptions {
+            lut_bits: Some(LutBits::new(lut_bits).unwrap()),
+            ..CompileOptions::default()
+        };
+        compile(&model(), options, &Calibration::default()).unwrap()
+    }
+
+    #[test]
+    fn circuit_files_round_trip_in_both_forms() {
+        let file = compiled(4).file;
+        let bytes = file.to_bytes();
+        assert_eq!(CircuitFile::from_bytes(&bytes, "c").unwrap(), file);
+        assert_eq!(
+            CircuitFile::from_bytes(file.to_json().as_bytes(), "c.json").unwrap(),
+            file
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.circuit");
+        file.save(&path).unwrap();
+        assert_eq!(CircuitFile::load(&path).unwrap(), file);
+        assert_eq!(file.fingerprint().len(), 64);
+        assert_ne!(file.fingerprint(), compiled(5).file.fingerprint());
+    }
+
+    #[test]
+    fn damaged_and_foreign_circuit_files_are_refused() {
+        let file = compiled(4).file;
+        let bytes = file.to_bytes();
+        let message = |bytes: &[u8]| CircuitFile::from_bytes(bytes, "x.circuit").unwrap_err();
+
+        let truncated = message(&bytes[..bytes.len() - 7]);
+        assert!(
+            matches!(truncated, CircuitError::Corrupted { .. }),
+            "{truncated}"
+        );
+        assert!(truncated.to_string().contains("x.circuit"));
+        assert!(message(&bytes[..20]).to_string().contains("truncated"));
+
+        let mut altered = bytes.clone();
+        let middle = altered.len() / 2;
+        altered[middle] ^= 0x40;
+        assert!(message(&altered).to_string().contains("checksum"));
+
+        let mut future = bytes.clone();
+        future[8] = 9;
+        let err = message(&future);
+        assert!(
+            matches!(err, CircuitError::Version { found: 9, .. }),
+            "{err}"
+        );
+
+        let model_json = serde_json::to_vec(&model()).unwrap();
+        let err = message(&model_json);
+        assert!(matches!(err, CircuitError::Foreign { .. }), "{err}");
+        assert!(err.to_string().contains("hecnn-model"), "{err}");
+        assert!(matches!(
+            message(b"\x7fELF...."),
+            CircuitError::Foreign { .. }
+        ));
+        assert!(matches!(message(b""), CircuitError::Foreign { .. }));
+
+        // Well-formed but inconsistent: a table missing an output.
+        let mut inconsistent = file.clone();
+        if let crate::circuit::Read::Tables(tables) = &mut inconsistent.circuit.stages[0].read {
+            tables.levels.pop();
+        }
+        let err = message(inconsistent.to_json().as_bytes());
+        assert!(matches!(err, CircuitError::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains("stage 0"), "{err}");
+
+        let mut unknown_set = file;
+        unknown_set.parameter_set = "PARAM_INVENTED".into();
+        let err = message(&unknown_set.to_bytes());
+        assert!(err.to_string().contains("PARAM_INVENTED"), "{err}");
+    }
+
+    #[test]
+    fn first_stage_noise_comes_from_fresh_encryptions() {
+        let circuit = compiled(4).file.circuit;
+        let requirements = requirements(&circuit);
+        assert_eq!(requirements.len(), 1);
+        assert_eq!(requirements[0].norm2_pbs, 0.0);
+        assert!(requirements[0].norm2_fresh > 0.0);
+        assert_eq!(requirements[0].tolerance_boxes, 1.0);
+    }
+
+    #[test]
+    fn the_report_counts_every_table_read() {
+        let Compiled { file, report } = compiled(4);
+        assert_eq!(report.pbs_count, 36);
+        assert_eq!(report.stages[0].pbs, 36);
+        assert_eq!(report.stages[1].pbs, 0);
+        assert_eq!(report.stages[0].fan_in, 16);
+        assert_eq!(report.parameter_set, file.parameter_set);
+        assert!((report.predicted_latency_s - 36.0 * report.ms_per_pbs / 1e3).abs() < 1e-12);
+        assert!(report.stages[0].log2_p_error.unwrap() <= DEFAULT_LOG2_P_ERROR);
+        assert_eq!(report.query_bytes, 8 * 64 + 64);
+        assert!(report.to_string().contains(&file.parameter_set));
+    }
+
+    /// The automatic width is the smallest meeting the accuracy criterion.
+    #[test]
+    fn automatic_width_is_the_smallest_that_keeps_the_accuracy() {
+        let model = model();
+        let reference = ReferenceModel::new(&model);
+        let images: Vec<Vec<u8>> = (0..300).map(|seed| image(1000 + seed)).collect();
+        let calibration = Calibration {
+            images: images.iter().map(Vec::as_slice).collect(),
+            labels: images.iter().map(|i| reference.predict(i)).collect(),
+        };
+        let chosen = compile(&model, CompileOptions::default(), &calibration).unwrap();
+        let bits = chosen.file.circuit.lut_bits.get();
+        let simulated = |file: &CircuitFile| {
+            let set = crate::params::by_name(&file.parameter_set).unwrap();
+            let simulator = Simulator::noisy(&file.circuit, &set);
+            calibration.accuracy(|i, image| argmax(&simulator.logits(image, i as u64)))
+        };
+        assert!(simulated(&chosen.file) >= 1.0 - AUTO_MAX_ACCURACY_DROP);
+        if bits > *AUTO_LUT_BITS.start() {
+            let narrower = compile(
+                &model,
+                CompileOptions {
+                    lut_bits: Some(LutBits::new(bits - 1).unwrap()),
+                    ..CompileOptions::default()
+                },
+                &calibration,
+            )
+            .unwrap();
+            assert!(simulated(&narrower.file) < 1.0 - AUTO_MAX_ACCURACY_DROP);
+        }
+        let err = compile(&model, CompileOptions::default(), &Calibration::default());
+        assert!(matches!(err, Err(CompileError::NoCalibration(_))));
+    }
+}

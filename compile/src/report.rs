@@ -1,0 +1,198 @@
+//! The compile report: per stage its size, accumulator width, table width, PBS count and
+//! noise; in total the PBS count, the parameter set, the predicted latency on this machine
+//! and the sizes of what client and server exchange.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::circuit::{CircuitFile, Read};
+use crate::select::Selection;
+use crate::simulate::NoiseProfile;
+
+/// One stage of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageReport {
+    /// Model layers it computes.
+    pub label: String,
+    /// Outputs.
+    pub outputs: usize,
+    /// Largest number of weights feeding one output.
+    pub fan_in: usize,
+    /// Largest weight 2-norm of one output.
+    pub weight_norm: f64,
+    /// Bits of the widest worst-case accumulator range.
+    pub accumulator_bits: u32,
+    /// Rounding bits `k` of the read.
+    pub rounding_bits: u32,
+    /// Table bits, `None` for the logits.
+    pub lut_bits: Option<u32>,
+    /// PBS per evaluation.
+    pub pbs: usize,
+    /// Largest standard deviation of a read, in table boxes.
+    pub noise_std_boxes: f64,
+    /// `log2` probability that one read is off by more than its rounding step, for stages
+    /// with tables.
+    pub log2_p_error: Option<f64>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Per stage.
+    pub stages: Vec<StageReport>,
+    /// PBS per evaluation.
+    pub pbs_count: usize,
+    /// The parameter set chosen.
+    pub parameter_set: String,
+    /// Milliseconds of one core per PBS with all cores busy under that set.
+    pub ms_per_pbs: f64,
+    /// Whether that cost was measured on this machine (else estimated).
+    pub ms_per_pbs_measured: bool,
+    /// Predicted seconds per image: PBS count x cost per PBS.
+    pub predicted_latency_s: f64,
+    /// `log2` of the target per PBS.
+    pub target_log2_p_error: f64,
+    /// `log2` upper bound (union bound) of the probability that any read of one evaluation
+    /// is off by more than its rounding step.
+    pub log2_p_any_error: f64,
+    /// Evaluation key as shipped (seeded), bytes.
+    pub evaluation_key_bytes: u64,
+    /// Evaluation key in the server's memory, bytes.
+    pub server_key_bytes: u64,
+    /// One query: a seed and one 64-bit body per pixel, bytes.
+    pub query_bytes: u64,
+}
+
+/// Bytes of a seeded LWE list's seed and header.
+const SEEDED_LIST_OVERHEAD: u64 = 64;
+
+impl Report {
+    /// The report of `file` compiled under `selection`.
+    pub fn new(file: &CircuitFile, selection: &Selection) -> Self {
+        let circuit = &file.circuit;
+        let profile = NoiseProfile::new(circuit, &selection.set);
+        let mut p_errors = selection.noise.iter();
+        let stages: Vec<StageReport> = circuit
+            .stages
+            .iter()
+            .zip(&profile.std_boxes)
+            .map(|(stage, std)| {
+                let bounds = stage.linear.bounds(stage.input_max);
+                let mut fan_in = vec![0usize; bounds.len()];
+                stage.linear.for_each_tap(|j, _, _| fan_in[j] += 1);
+                let span = bounds.iter().map(|b| b.max - b.min).max().unwrap_or(0);
+                let tables = matches!(stage.read, Read::Tables(_));
+                StageReport {
+                    label: stage.label.clone(),
+                    outputs: bounds.len(),
+                    fan_in: fan_in.into_iter().max().unwrap_or(0),
+                    weight_norm: bounds.iter().map(|b| b.norm2).fold(0.0, f64::max).sqrt(),
+                    accumulator_bits: 64 - (span as u64).leading_zeros(),
+                    rounding_bits: stage.rounding_bits.0,
+                    lut_bits: tables.then_some(circuit.lut_bits.get()),
+                    pbs: if tables { bounds.len() } else { 0 },
+                    noise_std_boxes: std.iter().copied().fold(0.0, f64::max),
+                    log2_p_error: if tables {
+                        p_errors.next().map(|n| n.log2_p_error)
+                    } else {
+                        None
+                    },
+                }
+            })
+            .collect();
+        let pbs_count = circuit.pbs_count();
+        let (ms_per_pbs, measured) = selection.set.ms_per_pbs();
+        let p_any: f64 = stages
+            .iter()
+            .filter_map(|s| s.log2_p_error.map(|l| s.pbs as f64 * l.exp2()))
+            .sum();
+        Self {
+            stages,
+            pbs_count,
+            parameter_set: selection.set.name.to_string(),
+            ms_per_pbs,
+            ms_per_pbs_measured: measured,
+            predicted_latency_s: pbs_count as f64 * ms_per_pbs / 1e3,
+            target_log2_p_error: file.target_log2_p_error,
+            log2_p_any_error: p_any.log2(),
+            evaluation_key_bytes: selection.set.compressed_server_key_bytes(),
+            server_key_bytes: selection.set.server_key_bytes(),
+            query_bytes: 8 * file.input.shape.len() as u64 + SEEDED_LIST_OVERHEAD,
+        }
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<3} {:<34} {:>7} {:>6} {:>8} {:>5} {:>3} {:>4} {:>6} {:>10} {:>9}",
+            "#",
+            "layers",
+            "outputs",
+            "fan-in",
+            "w 2-norm",
+            "acc b",
+            "k",
+            "lut",
+            "PBS",
+            "std (box)",
+            "log2 p"
+        )?;
+        for (index, s) in self.stages.iter().enumerate() {
+            writeln!(
+                f,
+                "{:<3} {:<34} {:>7} {:>6} {:>8.1} {:>5} {:>3} {:>4} {:>6} {:>10.2e} {:>9}",
+                index,
+                s.label,
+                s.outputs,
+                s.fan_in,
+                s.weight_norm,
+                s.accumulator_bits,
+                s.rounding_bits,
+                s.lut_bits.map_or("-".into(), |b| b.to_string()),
+                s.pbs,
+                s.noise_std_boxes,
+                s.log2_p_error.map_or("-".into(), |l| format!("{l:.1}")),
+            )?;
+        }
+        writeln!(f, "parameter set      {}", self.parameter_set)?;
+        writeln!(
+            f,
+            "PBS per image      {} at {:.1} ms each ({})",
+            self.pbs_count,
+            self.ms_per_pbs,
+            if self.ms_per_pbs_measured {
+                "measured on this machine, all cores busy"
+            } else {
+                "estimated from the set's dimensions"
+            }
+        )?;
+        writeln!(
+            f,
+            "predicted latency  {:.2} s per image",
+            self.predicted_latency_s
+        )?;
+        writeln!(
+            f,
+            "error probability  2^{:.1} per PBS target, 2^{:.1} for any read of one image",
+            self.target_log2_p_error, self.log2_p_any_error
+        )?;
+        writeln!(
+            f,
+            "evaluation key     {:.1} MiB shipped (seeded), {:.1} MiB in server memory",
+            mib(self.evaluation_key_bytes),
+            mib(self.server_key_bytes)
+        )?;
+        write!(
+            f,
+            "query              {:.1} KiB",
+            self.query_bytes as f64 / 1024.0
+        )
+    }
+}

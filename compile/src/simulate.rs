@@ -1,0 +1,189 @@
+//! Evaluating a circuit without encryption: exactly (`clear` mode), or with the phase
+//! noise of encrypted evaluation sampled at every table read (`simulate` mode), so that
+//! its accuracy predicts the encrypted accuracy.
+//!
+//! In `simulate` mode the read of output `j` is `round((A_j + O_j) / 2^k + e)` with
+//! `e ~ N(0, s_j^2)`, `s_j` the standard deviation of the PBS input in boxes from the
+//! [`NoiseModel`]: `s_j = sqrt(||w_j||^2 v_in + v_KS + v_MS) 2^(p+1)` (the modulus switch
+//! rounding is part of `v_MS`). Values near a rounding boundary so land one entry either
+//! way, as they do when encrypted. The logits get the same noise, in accumulator units
+//! `e 2^k`.
+
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+use crate::circuit::{Circuit, Read};
+use crate::noise::NoiseModel;
+use crate::params::ParameterSet;
+
+/// Standard deviation of every read, per stage and output, in table boxes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoiseProfile {
+    /// `s_j` per stage, per output.
+    pub std_boxes: Vec<Vec<f64>>,
+}
+
+impl NoiseProfile {
+    /// The noise of `circuit`'s reads under `set`: the first stage reads fresh client
+    /// encryptions, the others PBS outputs.
+    pub fn new(circuit: &Circuit, set: &ParameterSet) -> Self {
+        let model = NoiseModel::new(set);
+        let std_boxes = circuit
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(index, stage)| {
+                stage
+                    .linear
+                    .bounds(stage.input_max)
+                    .iter()
+                    .map(|b| {
+                        let variance = if index == 0 {
+                            model.pbs_input_variance(0.0, b.norm2)
+                        } else {
+                            model.pbs_input_variance(b.norm2, 0.0)
+                        };
+                        model.std_in_boxes(variance, circuit.lut_bits)
+                    })
+                    .collect()
+            })
+            .collect();
+        Self { std_boxes }
+    }
+}
+
+/// Evaluates a circuit in the clear, with or without sampled noise.
+#[derive(Debug, Clone)]
+pub struct Simulator<'a> {
+    circuit: &'a Circuit,
+    noise: Option<NoiseProfile>,
+}
+
+impl<'a> Simulator<'a> {
+    /// `clear` mode: the exact integer circuit.
+    pub fn clear(circuit: &'a Circuit) -> Self {
+        Self {
+            circuit,
+            noise: None,
+        }
+    }
+
+    /// `simulate` mode: the circuit with the noise of `set` sampled at every read.
+    pub fn noisy(circuit: &'a Circuit, set: &ParameterSet) -> Self {
+        Self {
+            circuit,
+            noise: Some(NoiseProfile::new(circuit, set)),
+        }
+    }
+
+    /// Logits of one image of raw pixels; `seed` drives the noise (unused in clear mode).
+    pub fn logits(&self, pixels: &[u8], seed: u64) -> Vec<f64> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut error = |stage: usize, j: usize| match &self.noise {
+            Some(noise) => noise.std_boxes[stage][j] * rng.sample::<f64, _>(StandardNormal),
+            None => 0.0,
+        };
+        let lut_bits = self.circuit.lut_bits;
+        let mut x: Vec<i64> = pixels.iter().map(|&p| i64::from(p)).collect();
+        for (index, stage) in self.circuit.stages.iter().enumerate() {
+            let a = stage.linear.apply(&x);
+            match &stage.read {
+                Read::Tables(_) => {
+                    x = a
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &a)| stage.read_table(lut_bits, j, a, error(index, j)))
+                        .collect();
+                }
+                Read::Logits(decoding) => {
+                    let step = (1u64 << stage.rounding_bits.0) as f64;
+                    return a
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &a)| {
+                            let a = a as f64 + error(index, j) * step;
+                            decoding.scale[j] * a + decoding.shift[j]
+                        })
+                        .collect();
+                }
+            }
+        }
+        unreachable!("validated circuits end with logits")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::circuit::{Decoding, Linear, LutBits, RoundingBits, Stage, Tables};
+
+    /// One input, weight 1, read at `k = 2` by a 4-entry table with offset 0, then one logit.
+    fn circuit() -> Circuit {
+        Circuit {
+            lut_bits: LutBits::new(2).unwrap(),
+            stages: vec![
+                Stage {
+                    label: "dense+relu".into(),
+                    linear: Linear::Dense {
+                        inputs: 1,
+                        weights: vec![1],
+                    },
+                    input_max: 255,
+                    rounding_bits: RoundingBits(2),
+                    read: Read::Tables(Tables {
+                        offsets: vec![0],
+                        levels: vec![vec![10, 11, 12, 13]],
+                    }),
+                },
+                Stage {
+                    label: "dense".into(),
+                    linear: Linear::Dense {
+                        inputs: 1,
+                        weights: vec![1],
+                    },
+                    input_max: 13,
+                    rounding_bits: RoundingBits(0),
+                    read: Read::Logits(Decoding {
+                        scale: vec![1.0],
+                        shift: vec![0.0],
+                    }),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn reads_round_and_wrap_negacyclically() {
+        let circuit = circuit();
+        circuit.validate().unwrap();
+        let clear = Simulator::clear(&circuit);
+        let logit = |pixel: u8| clear.logits(&[pixel], 0)[0];
+        assert_eq!(logit(0), 10.0);
+        assert_eq!(logit(1), 10.0); // 1/4 rounds down
+        assert_eq!(logit(2), 11.0); // 2/4 rounds up
+        assert_eq!(logit(13), 13.0);
+        // Past the table: entry 4 is the negated entry 0, entry 8 entry 0 again.
+        assert_eq!(logit(16), -10.0);
+        assert_eq!(logit(21), -11.0);
+        assert_eq!(logit(32), 10.0);
+    }
+
+    /// Reads on a rounding boundary go either way about half the time; reads in the middle
+    /// of an entry stay put when the noise is small.
+    #[test]
+    fn sampled_noise_moves_boundary_reads_only() {
+        let circuit = circuit();
+        let set = crate::params::all()[0];
+        let noisy = Simulator::noisy(&circuit, &set);
+        let std = noisy.noise.as_ref().unwrap().std_boxes[0][0];
+        assert!(std > 0.0 && std < 0.2, "{std}");
+        let count = |pixel: u8, level: f64| {
+            (0..2000)
+                .filter(|&seed| noisy.logits(&[pixel], seed)[0].round() == level)
+                .count()
+        };
+        let boundary = count(6, 12.0); // 6/4 = 1.5: entry 1 or 2
+        assert!((700..1300).contains(&boundary), "{boundary}");
+        assert_eq!(count(8, 12.0), 2000);
+    }
+}

@@ -1,0 +1,91 @@
+//! A small model and images shared by the compiler's tests.
+
+use crate::activation::Activation;
+use crate::model::{InputSpec, Layer, MODEL_FORMAT, MODEL_VERSION, ModelFile, OutputQuant, Shape};
+use crate::quantize::{BitWidth, QuantRange};
+
+/// Deterministic values in [-1, 1).
+pub fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// A model of 8x8 images and 3 classes with these layers.
+pub fn model_file(layers: Vec<Layer>) -> ModelFile {
+    ModelFile {
+        format: MODEL_FORMAT.into(),
+        version: MODEL_VERSION,
+        name: "t".into(),
+        dataset: "none".into(),
+        class_names: (0..3).map(|c| c.to_string()).collect(),
+        input: InputSpec {
+            shape: Shape {
+                channels: 1,
+                height: 8,
+                width: 8,
+            },
+            mean: 0.1,
+            std: 0.3,
+        },
+        layers,
+        training: None,
+    }
+}
+
+/// conv 3x3 (4) -> BN -> avg-pool 2 -> act (3 bits) -> flatten -> dense (3 classes).
+pub fn model() -> ModelFile {
+    let bits = |b| Some(BitWidth::new(b).unwrap());
+    model_file(vec![
+        Layer::Conv2d {
+            in_channels: 1,
+            out_channels: 4,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [0, 0],
+            weight: values(1, 36),
+            bias: values(2, 4),
+            weight_bits: bits(4),
+        },
+        Layer::BatchNorm {
+            gamma: vec![0.5, -0.7, 1.2, 0.9],
+            beta: vec![0.1, 0.0, -0.2, 0.3],
+            mean: vec![0.2, -0.1, 0.0, 0.4],
+            var: vec![1.5, 0.8, 2.0, 1.1],
+            epsilon: 1e-5,
+        },
+        Layer::AvgPool {
+            kernel: [2, 2],
+            stride: [2, 2],
+        },
+        Layer::Activation {
+            function: Activation::QuadRelu { range: 4.0 },
+            output_quant: Some(OutputQuant {
+                bits: BitWidth::new(3).unwrap(),
+                range: QuantRange { lo: 0.0, hi: 2.0 },
+            }),
+        },
+        Layer::Flatten,
+        Layer::Dense {
+            in_features: 36,
+            out_features: 3,
+            weight: values(3, 108),
+            bias: values(4, 3),
+            weight_bits: bits(4),
+        },
+    ])
+}
+
+/// A deterministic 8x8 image.
+pub fn image(seed: u64) -> Vec<u8> {
+    values(seed, 64)
+        .iter()
+        .map(|v| ((v + 1.0) * 127.5) as u8)
+        .collect()
+}

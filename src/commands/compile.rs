@@ -1,0 +1,110 @@
+//! `hecnn compile` and `hecnn inspect`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use hecnn_compile::circuit::CircuitFile;
+use hecnn_compile::compiler::{Calibration, CompileOptions, Compiled, compile};
+use hecnn_compile::model::ModelFile;
+use hecnn_compile::quantize::BitWidth;
+use hecnn_datasets::{LabelledImages, Split};
+
+use crate::cli::{CircuitArgs, CompileArgs, DataArgs, InspectArgs, LutChoice, RangeChoice};
+
+/// Training images held out for validation, as `hecnn train` does by default: the
+/// calibration images come from them, never from the test set.
+const VALIDATION_IMAGES: usize = 5000;
+
+/// The calibration images of a model: the first `count` of its data set's validation split.
+fn calibration_images(model: &ModelFile, data: &DataArgs, count: usize) -> Result<LabelledImages> {
+    let source = data.source(&model.dataset);
+    let train = source
+        .load(Split::Train)
+        .with_context(|| format!("loading the {source} training set for calibration"))?;
+    let (_, validation) = train.split_validation(VALIDATION_IMAGES);
+    if validation.image_len() != model.input.shape.len() {
+        anyhow::bail!(
+            "the {source} images have {}x{} pixels, the model expects {}",
+            validation.rows,
+            validation.cols,
+            model.input.shape
+        );
+    }
+    Ok(validation.truncated(count))
+}
+
+/// Compiles `model` as `args` ask, timing it.
+pub fn compile_model(model: &ModelFile, args: &CircuitArgs, data: &DataArgs) -> Result<Compiled> {
+    let needs_calibration =
+        args.lut_bits == LutChoice::Auto || args.ranges == RangeChoice::Calibrated;
+    let calibration = if needs_calibration {
+        Some(calibration_images(model, data, args.calibration as usize)?)
+    } else {
+        None
+    };
+    let calibration = calibration
+        .as_ref()
+        .map(|c| Calibration {
+            images: (0..c.len()).map(|i| c.image(i)).collect(),
+            labels: c.labels.iter().map(|&l| usize::from(l)).collect(),
+        })
+        .unwrap_or_default();
+    let options = CompileOptions {
+        lut_bits: match args.lut_bits {
+            LutChoice::Auto => None,
+            LutChoice::Bits(bits) => Some(bits),
+        },
+        target_log2_p_error: args.p_error,
+        calibrated_ranges: args.ranges == RangeChoice::Calibrated,
+        weight_bits: BitWidth::new(args.weight_bits).map_err(anyhow::Error::msg)?,
+    };
+    Ok(compile(model, options, &calibration)?)
+}
+
+fn default_output(model: &Path) -> PathBuf {
+    model.with_extension("circuit")
+}
+
+pub fn run(args: &CompileArgs) -> Result<()> {
+    let started = Instant::now();
+    let model = ModelFile::load(&args.model)
+        .with_context(|| format!("loading the model file {}", args.model.display()))?;
+    let compiled = compile_model(&model, &args.circuit, &args.data)
+        .with_context(|| format!("compiling {}", args.model.display()))?;
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(&args.model));
+    compiled
+        .file
+        .save(&output)
+        .with_context(|| format!("writing the circuit file {}", output.display()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&compiled.report).expect("reports serialise")
+        );
+    } else {
+        println!("{}", compiled.report);
+        println!(
+            "circuit written to {} ({} table bits) in {:.1} s",
+            output.display(),
+            compiled.file.circuit.lut_bits,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+pub fn inspect(args: &InspectArgs) -> Result<()> {
+    let file = CircuitFile::load(&args.circuit)
+        .with_context(|| format!("loading the circuit file {}", args.circuit.display()))?;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{}", file.to_json()) {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to standard output"),
+    }
+}
