@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use hecnn_compile::circuit::CircuitFile;
-use hecnn_compile::model::ModelFile;
+use hecnn_compile::model::{Layer, ModelFile};
 use hecnn_compile::params;
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_compile::simulate::Simulator;
@@ -87,6 +87,20 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     };
     let modes = if args.mode.is_empty() {
         match artifact {
+            // Only QAT models (quantised activation outputs) compile.
+            Artifact::Model(ref model)
+                if model.layers.iter().any(|layer| {
+                    matches!(
+                        layer,
+                        Layer::Activation {
+                            output_quant: None,
+                            ..
+                        }
+                    )
+                }) =>
+            {
+                vec![Mode::Float]
+            }
             Artifact::Model(_) => vec![Mode::Float, Mode::Clear, Mode::Simulate],
             Artifact::Circuit(_) => vec![Mode::Clear, Mode::Simulate],
         }
