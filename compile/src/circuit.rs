@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::io::{FileError, read_limited, write_atomic};
-use crate::model::Shape;
+use crate::model::{ConvGeometry, Shape};
 
 /// `format` of a circuit file.
 pub const CIRCUIT_FORMAT: &str = "hecnn-circuit";
@@ -122,16 +122,8 @@ impl RoundingBits {
 pub enum Linear {
     /// 2-D convolution with zero padding (average pooling already fused in).
     Conv {
-        /// Input shape.
-        input: Shape,
-        /// Output channels.
-        out_channels: usize,
-        /// Kernel `[height, width]`.
-        kernel: [usize; 2],
-        /// Stride `[rows, columns]`.
-        stride: [usize; 2],
-        /// Zero padding on each side.
-        padding: [usize; 2],
+        /// Where it reads.
+        geometry: ConvGeometry,
         /// `[out, in, kh, kw]` integer weights.
         weights: Vec<i32>,
     },
@@ -148,24 +140,20 @@ impl Linear {
     /// Shape of the output, or why the map is inconsistent.
     fn checked_output_shape(&self) -> Result<Shape, String> {
         match self {
-            Self::Conv {
-                input,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                weights,
-            } => {
-                let expected = out_channels * input.channels * kernel[0] * kernel[1];
+            Self::Conv { geometry, weights } => {
+                let expected = geometry.weight_len();
                 if weights.len() != expected {
                     return Err(format!(
                         "convolution has {} weights, its shape needs {expected}",
                         weights.len()
                     ));
                 }
-                input
-                    .after_window(*out_channels, *kernel, *stride, *padding)
-                    .ok_or_else(|| format!("a {kernel:?} kernel does not fit a {input} input"))
+                geometry.output().ok_or_else(|| {
+                    format!(
+                        "a {:?} kernel does not fit a {} input",
+                        geometry.kernel, geometry.input
+                    )
+                })
             }
             Self::Dense { inputs, weights } => {
                 if *inputs == 0 || weights.is_empty() || weights.len() % inputs != 0 {
@@ -188,7 +176,7 @@ impl Linear {
     /// Number of inputs.
     pub fn input_len(&self) -> usize {
         match self {
-            Self::Conv { input, .. } => input.len(),
+            Self::Conv { geometry, .. } => geometry.input.len(),
             Self::Dense { inputs, .. } => *inputs,
         }
     }
@@ -196,43 +184,8 @@ impl Linear {
     /// Calls `f(output, input, weight)` for every non-padding tap, outputs in order.
     pub fn for_each_tap(&self, mut f: impl FnMut(usize, usize, i32)) {
         match self {
-            Self::Conv {
-                input,
-                kernel: [kh, kw],
-                stride: [sh, sw],
-                padding: [ph, pw],
-                weights,
-                ..
-            } => {
-                let out = self.output_shape();
-                for o in 0..out.channels {
-                    for oy in 0..out.height {
-                        for ox in 0..out.width {
-                            let j = (o * out.height + oy) * out.width + ox;
-                            for c in 0..input.channels {
-                                for ky in 0..*kh {
-                                    let Some(y) = (oy * sh + ky)
-                                        .checked_sub(*ph)
-                                        .filter(|&y| y < input.height)
-                                    else {
-                                        continue;
-                                    };
-                                    for kx in 0..*kw {
-                                        let Some(x) = (ox * sw + kx)
-                                            .checked_sub(*pw)
-                                            .filter(|&x| x < input.width)
-                                        else {
-                                            continue;
-                                        };
-                                        let w =
-                                            weights[((o * input.channels + c) * kh + ky) * kw + kx];
-                                        f(j, (c * input.height + y) * input.width + x, w);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+            Self::Conv { geometry, weights } => {
+                geometry.for_each_tap(|j, i, k| f(j, i, weights[k]));
             }
             Self::Dense { inputs, weights } => {
                 for (j, row) in weights.chunks(*inputs).enumerate() {
@@ -328,11 +281,6 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// Torus value of one input level: `2^(63-p-k)`.
-    pub fn input_delta(&self, lut_bits: LutBits) -> u64 {
-        1u64 << (63 - lut_bits.get() - self.rounding_bits.0)
-    }
-
     /// The input level read for accumulator `a` of output `j` with a phase error of
     /// `error_boxes` table boxes: entry `t = round((a + O_j) / 2^k + e)` (halves up), taken
     /// negacyclically (see the module documentation). Panics on the last stage.
@@ -440,11 +388,6 @@ impl Circuit {
             }
         }
         Ok(())
-    }
-
-    /// Number of inputs (pixels).
-    pub fn input_len(&self) -> usize {
-        self.stages[0].linear.input_len()
     }
 
     /// Number of PBS per evaluation: one per table read.
@@ -657,7 +600,14 @@ impl CircuitFile {
                 self.input.shape, self.input.max
             ));
         }
-        let logits = logits_len(&self.circuit);
+        let logits = self
+            .circuit
+            .stages
+            .last()
+            .expect("validated circuits have stages")
+            .linear
+            .output_shape()
+            .len();
         if logits != self.class_names.len() {
             return Err(format!(
                 "{logits} logits for {} class names",
@@ -680,16 +630,6 @@ impl CircuitFile {
     }
 }
 
-fn logits_len(circuit: &Circuit) -> usize {
-    circuit
-        .stages
-        .last()
-        .expect("validated circuits have stages")
-        .linear
-        .output_shape()
-        .len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -697,15 +637,17 @@ mod tests {
     #[test]
     fn conv_taps_skip_padding() {
         let conv = Linear::Conv {
-            input: Shape {
-                channels: 1,
-                height: 2,
-                width: 2,
+            geometry: ConvGeometry {
+                input: Shape {
+                    channels: 1,
+                    height: 2,
+                    width: 2,
+                },
+                out_channels: 1,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
             },
-            out_channels: 1,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [1, 1],
             weights: (1..=9).collect(),
         };
         assert_eq!(conv.output_shape().len(), 4);

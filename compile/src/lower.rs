@@ -8,7 +8,7 @@ use crate::activation::ActivationFn;
 use crate::circuit::{
     Circuit, Decoding, Linear, LutBits, PIXEL_MAX, Read, RoundingBits, Stage, Tables,
 };
-use crate::model::{Layer, ModelFile, OutputQuant, Shape};
+use crate::model::{ConvGeometry, Layer, ModelFile, OutputQuant, Shape};
 use crate::passes::fold_batch_norm;
 use crate::quantize::{BitWidth, symmetric_scale};
 
@@ -310,11 +310,13 @@ fn quantise_linear(
             padding,
             ..
         } => Linear::Conv {
-            input,
-            out_channels: channels,
-            kernel: *kernel,
-            stride: *stride,
-            padding: *padding,
+            geometry: ConvGeometry {
+                input,
+                out_channels: channels,
+                kernel: *kernel,
+                stride: *stride,
+                padding: *padding,
+            },
             weights,
         },
         _ => Linear::Dense {
@@ -329,42 +331,31 @@ fn quantise_linear(
 /// convolution: kernel `k + (P - 1) s`, stride `s P`, integer weights summed over the
 /// window (`W'[K] = sum_{p} W[K - p s]`); returns it and the pooling area to divide by.
 fn fuse_pool(linear: Linear, pool: [usize; 2]) -> Option<(Linear, f64)> {
-    let Linear::Conv {
-        input,
-        out_channels,
-        kernel: [kh, kw],
-        stride: [sh, sw],
-        padding,
-        weights,
-    } = linear
-    else {
+    let Linear::Conv { geometry, weights } = linear else {
         return None;
     };
+    let ([kh, kw], [sh, sw]) = (geometry.kernel, geometry.stride);
     let [ph, pw] = pool;
-    let (fh, fw) = (kh + (ph - 1) * sh, kw + (pw - 1) * sw);
-    let mut fused = vec![0i32; out_channels * input.channels * fh * fw];
-    for o in 0..out_channels {
-        for c in 0..input.channels {
-            for py in 0..ph {
-                for px in 0..pw {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let w = weights[((o * input.channels + c) * kh + ky) * kw + kx];
-                            let (y, x) = (py * sh + ky, px * sw + kx);
-                            fused[((o * input.channels + c) * fh + y) * fw + x] += w;
-                        }
-                    }
-                }
+    let fused_geometry = ConvGeometry {
+        kernel: [kh + (ph - 1) * sh, kw + (pw - 1) * sw],
+        stride: [sh * ph, sw * pw],
+        ..geometry
+    };
+    let [fh, fw] = fused_geometry.kernel;
+    let mut fused = vec![0i32; fused_geometry.weight_len()];
+    for (index, &w) in weights.iter().enumerate() {
+        // index = ((o * in + c) * kh + ky) * kw + kx; the tap moves by (py s, px s).
+        let (kx, rest) = (index % kw, index / kw);
+        let (ky, filter) = (rest % kh, rest / kh);
+        for py in 0..ph {
+            for px in 0..pw {
+                fused[(filter * fh + py * sh + ky) * fw + px * sw + kx] += w;
             }
         }
     }
     Some((
         Linear::Conv {
-            input,
-            out_channels,
-            kernel: [fh, fw],
-            stride: [sh * ph, sw * pw],
-            padding,
+            geometry: fused_geometry,
             weights: fused,
         },
         (ph * pw) as f64,
@@ -409,22 +400,23 @@ mod tests {
     use crate::simulate::Simulator;
     use crate::testing::{image, model};
 
+    /// 4-bit default weights and worst-case ranges.
+    fn worst_case(lut_bits: LutBits) -> LowerOptions<'static> {
+        LowerOptions {
+            weight_bits: BitWidth::new(4).unwrap(),
+            lut_bits,
+            ranges: Ranges::WorstCase,
+        }
+    }
+
     #[test]
     fn pooling_fuses_into_the_convolution() {
-        let circuit = lower(
-            &model(),
-            LowerOptions {
-                weight_bits: BitWidth::new(4).unwrap(),
-                lut_bits: LutBits::new(8).unwrap(),
-                ranges: Ranges::WorstCase,
-            },
-        )
-        .unwrap();
+        let circuit = lower(&model(), worst_case(LutBits::new(8).unwrap())).unwrap();
         assert_eq!(circuit.stages.len(), 2);
-        let Linear::Conv { kernel, stride, .. } = &circuit.stages[0].linear else {
+        let Linear::Conv { geometry, .. } = &circuit.stages[0].linear else {
             panic!("first stage is a convolution")
         };
-        assert_eq!((*kernel, *stride), ([4, 4], [2, 2]));
+        assert_eq!((geometry.kernel, geometry.stride), ([4, 4], [2, 2]));
         assert_eq!(circuit.stages[0].linear.output_shape().len(), 36);
     }
 
@@ -435,12 +427,8 @@ mod tests {
         let model = model();
         let circuit = lower(
             &model,
-            LowerOptions {
-                weight_bits: BitWidth::new(4).unwrap(),
-                // Wider than any encryptable table: every accumulator is read exactly.
-                lut_bits: LutBits(18),
-                ranges: Ranges::WorstCase,
-            },
+            // Wider than any encryptable table: every accumulator is read exactly.
+            worst_case(LutBits(18)),
         )
         .unwrap();
         assert_eq!(circuit.stages[0].rounding_bits, RoundingBits(0));
@@ -461,15 +449,7 @@ mod tests {
 
     #[test]
     fn offsets_keep_every_worst_case_accumulator_in_the_table() {
-        let circuit = lower(
-            &model(),
-            LowerOptions {
-                weight_bits: BitWidth::new(4).unwrap(),
-                lut_bits: LutBits::new(4).unwrap(),
-                ranges: Ranges::WorstCase,
-            },
-        )
-        .unwrap();
+        let circuit = lower(&model(), worst_case(LutBits::new(4).unwrap())).unwrap();
         let stage = &circuit.stages[0];
         let tables = stage.tables().unwrap();
         let k = stage.rounding_bits.0;
@@ -493,13 +473,16 @@ mod tests {
     fn calibrated_ranges_are_finer_and_hold_the_calibration_set() {
         let images: Vec<Vec<u8>> = (0..40).map(|seed| image(500 + seed)).collect();
         let views: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-        let options = |ranges| LowerOptions {
-            weight_bits: BitWidth::new(4).unwrap(),
-            lut_bits: LutBits::new(4).unwrap(),
-            ranges,
-        };
-        let worst = lower(&model(), options(Ranges::WorstCase)).unwrap();
-        let calibrated = lower(&model(), options(Ranges::Calibrated(&views))).unwrap();
+        let lut_bits = LutBits::new(4).unwrap();
+        let worst = lower(&model(), worst_case(lut_bits)).unwrap();
+        let calibrated = lower(
+            &model(),
+            LowerOptions {
+                ranges: Ranges::Calibrated(&views),
+                ..worst_case(lut_bits)
+            },
+        )
+        .unwrap();
         let stage = &calibrated.stages[0];
         assert!(stage.rounding_bits < worst.stages[0].rounding_bits);
         let tables = stage.tables().unwrap();
@@ -519,15 +502,7 @@ mod tests {
         if let Layer::Activation { output_quant, .. } = &mut model.layers[3] {
             *output_quant = None;
         }
-        let err = lower(
-            &model,
-            LowerOptions {
-                weight_bits: BitWidth::new(4).unwrap(),
-                lut_bits: LutBits::new(4).unwrap(),
-                ranges: Ranges::WorstCase,
-            },
-        )
-        .unwrap_err();
+        let err = lower(&model, worst_case(LutBits::new(4).unwrap())).unwrap_err();
         assert!(err.to_string().contains("--qat"), "{err}");
     }
 }

@@ -88,6 +88,80 @@ pub fn window_output(input: usize, kernel: usize, stride: usize, padding: usize)
     (kernel > 0 && stride > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
 }
 
+/// Where a 2-D convolution with zero padding reads its input: shared by the float
+/// reference and the integer circuit, so that both index alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvGeometry {
+    /// Input shape.
+    pub input: Shape,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel `[height, width]`.
+    pub kernel: [usize; 2],
+    /// Stride `[rows, columns]`.
+    pub stride: [usize; 2],
+    /// Zero padding on each side `[rows, columns]`.
+    pub padding: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// Output shape, `None` when the kernel does not fit the input.
+    pub fn output(&self) -> Option<Shape> {
+        self.input
+            .after_window(self.out_channels, self.kernel, self.stride, self.padding)
+    }
+
+    /// Number of weights, `[out, in, kh, kw]`.
+    pub fn weight_len(&self) -> usize {
+        self.out_channels * self.input.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Calls `f(output, input, weight)` with the flat indices of every tap that reads the
+    /// input (taps on the padding are skipped), outputs in order and, within an output,
+    /// input channel, kernel row and kernel column in order. The geometry must fit.
+    pub fn for_each_tap(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let out = self
+            .output()
+            .expect("for_each_tap is asked of fitting geometries");
+        let Self {
+            input,
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [ph, pw],
+            ..
+        } = *self;
+        for o in 0..out.channels {
+            for oy in 0..out.height {
+                for ox in 0..out.width {
+                    let j = (o * out.height + oy) * out.width + ox;
+                    for c in 0..input.channels {
+                        for ky in 0..kh {
+                            let Some(y) =
+                                (oy * sh + ky).checked_sub(ph).filter(|&y| y < input.height)
+                            else {
+                                continue;
+                            };
+                            for kx in 0..kw {
+                                let Some(x) =
+                                    (ox * sw + kx).checked_sub(pw).filter(|&x| x < input.width)
+                                else {
+                                    continue;
+                                };
+                                f(
+                                    j,
+                                    (c * input.height + y) * input.width + x,
+                                    ((o * input.channels + c) * kh + ky) * kw + kx,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// How the network's input is made from raw pixels: `(pixel / 255 - mean) / std`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,6 +271,34 @@ impl Layer {
             Self::Flatten => "flatten",
             Self::Dense { .. } => "dense",
         }
+    }
+
+    /// A batch normalisation as the per-channel affine map it computes at inference,
+    /// `y = k_c x + h_c` with `k_c = gamma_c / sqrt(var_c + epsilon)` and
+    /// `h_c = beta_c - k_c mean_c`: `(k, h)`. `None` for other layers.
+    pub fn batch_norm_affine(&self) -> Option<(Vec<f64>, Vec<f64>)> {
+        let Self::BatchNorm {
+            gamma,
+            beta,
+            mean,
+            var,
+            epsilon,
+        } = self
+        else {
+            return None;
+        };
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(var)
+            .map(|(g, v)| f64::from(*g) / (f64::from(*v) + epsilon).sqrt())
+            .collect();
+        let shift = beta
+            .iter()
+            .zip(mean)
+            .zip(&scale)
+            .map(|((b, m), k)| f64::from(*b) - k * f64::from(*m))
+            .collect();
+        Some((scale, shift))
     }
 
     /// The shape this layer outputs for `input`, after checking that its parameters fit.

@@ -4,8 +4,8 @@
 use crate::model::{Layer, ModelFile};
 
 /// Folds every batch normalisation that directly follows a conv or dense layer into that
-/// layer: with `k_c = gamma_c / sqrt(var_c + epsilon)`,
-/// `W'_c = k_c W_c` and `b'_c = k_c (b_c - mean_c) + beta_c`.
+/// layer: with the normalisation's `y = k_c x + h_c` ([`Layer::batch_norm_affine`]),
+/// `W'_c = k_c W_c` and `b'_c = k_c b_c + h_c`.
 ///
 /// Per-channel symmetric quantisation commutes with this per-channel scaling
 /// (`round(k w / (|k| s)) = sign(k) round(w / s)`, ties to even being symmetric), so a
@@ -15,29 +15,18 @@ pub fn fold_batch_norm(model: &ModelFile) -> ModelFile {
     let mut layers: Vec<Layer> = Vec::with_capacity(model.layers.len());
     for layer in &model.layers {
         if let (
-            Layer::BatchNorm {
-                gamma,
-                beta,
-                mean,
-                var,
-                epsilon,
-            },
+            Some((scale, shift)),
             Some(Layer::Conv2d { weight, bias, .. } | Layer::Dense { weight, bias, .. }),
-        ) = (layer, layers.last_mut())
+        ) = (layer.batch_norm_affine(), layers.last_mut())
         {
-            let scale = |c: usize| f64::from(gamma[c]) / (f64::from(var[c]) + epsilon).sqrt();
-            let shift = |c: usize, b: f32| {
-                (scale(c) * (f64::from(b) - f64::from(mean[c])) + f64::from(beta[c])) as f32
-            };
             let per_channel = weight.len() / bias.len();
-            for (c, (row, b)) in weight
+            for ((row, b), (k, h)) in weight
                 .chunks_mut(per_channel)
                 .zip(bias.iter_mut())
-                .enumerate()
+                .zip(scale.iter().zip(&shift))
             {
-                let k = scale(c);
                 row.iter_mut().for_each(|w| *w = (f64::from(*w) * k) as f32);
-                *b = shift(c, *b);
+                *b = (k * f64::from(*b) + h) as f32;
             }
             continue;
         }
@@ -55,19 +44,7 @@ mod tests {
     use crate::activation::Activation;
     use crate::quantize::BitWidth;
     use crate::reference::ReferenceModel;
-    use crate::testing::{image, model_file, values};
-
-    fn batch_norm(channels: usize, seed: u64) -> Layer {
-        let v = values(seed, 4 * channels);
-        Layer::BatchNorm {
-            // Negative gammas included: the sign must fold too.
-            gamma: v[..channels].iter().map(|g| 1.5 * g).collect(),
-            beta: v[channels..2 * channels].to_vec(),
-            mean: v[2 * channels..3 * channels].to_vec(),
-            var: v[3 * channels..].iter().map(|x| x.abs() + 0.1).collect(),
-            epsilon: 1e-5,
-        }
-    }
+    use crate::testing::{batch_norm, image, model_file, values};
 
     /// A small CNN with batch norms after a conv and a dense layer, and one standing
     /// alone after pooling.

@@ -2,17 +2,14 @@
 //! included): the reference the integer circuit is checked against (`--mode float`).
 
 use crate::activation::ActivationFn;
-use crate::model::{Layer, ModelFile, OutputQuant, Shape};
+use crate::model::{ConvGeometry, Layer, ModelFile, OutputQuant, Shape};
 use crate::quantize::fake_quantize_per_channel;
 
 /// One layer ready to run: weights already fake-quantised, activations precomputed.
 #[derive(Debug, Clone)]
 enum Step {
     Conv {
-        out_channels: usize,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        padding: [usize; 2],
+        geometry: ConvGeometry,
         weight: Vec<f32>,
         bias: Vec<f32>,
     },
@@ -62,7 +59,8 @@ impl ReferenceModel {
         let steps = model
             .layers
             .iter()
-            .map(|layer| match layer {
+            .zip(&shapes)
+            .map(|(layer, &input)| match layer {
                 Layer::Conv2d {
                     out_channels,
                     kernel,
@@ -73,31 +71,20 @@ impl ReferenceModel {
                     weight_bits,
                     ..
                 } => Step::Conv {
-                    out_channels: *out_channels,
-                    kernel: *kernel,
-                    stride: *stride,
-                    padding: *padding,
+                    geometry: ConvGeometry {
+                        input,
+                        out_channels: *out_channels,
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                    },
                     weight: quantised(weight, *out_channels, *weight_bits),
                     bias: bias.clone(),
                 },
-                Layer::BatchNorm {
-                    gamma,
-                    beta,
-                    mean,
-                    var,
-                    epsilon,
-                } => {
-                    let scale: Vec<f64> = gamma
-                        .iter()
-                        .zip(var)
-                        .map(|(g, v)| f64::from(*g) / (f64::from(*v) + epsilon).sqrt())
-                        .collect();
-                    let shift = beta
-                        .iter()
-                        .zip(mean)
-                        .zip(&scale)
-                        .map(|((b, m), s)| f64::from(*b) - f64::from(*m) * s)
-                        .collect();
+                layer @ Layer::BatchNorm { .. } => {
+                    let (scale, shift) = layer
+                        .batch_norm_affine()
+                        .expect("a batch norm has an affine map");
                     Step::Affine { scale, shift }
                 }
                 Layer::AvgPool { kernel, stride } => Step::AvgPool {
@@ -175,43 +162,17 @@ fn run_step(step: &Step, shape: Shape, x: &[f64]) -> Vec<f64> {
     } = shape;
     match step {
         Step::Conv {
-            out_channels,
-            kernel: [kh, kw],
-            stride: [sh, sw],
-            padding: [ph, pw],
+            geometry,
             weight,
             bias,
         } => {
-            let out_h = (height + 2 * ph - kh) / sh + 1;
-            let out_w = (width + 2 * pw - kw) / sw + 1;
-            let mut out = vec![0.0; out_channels * out_h * out_w];
-            for o in 0..*out_channels {
-                for oy in 0..out_h {
-                    for ox in 0..out_w {
-                        let mut acc = f64::from(bias[o]);
-                        for c in 0..channels {
-                            for ky in 0..*kh {
-                                let Some(y) =
-                                    (oy * sh + ky).checked_sub(*ph).filter(|&y| y < height)
-                                else {
-                                    continue;
-                                };
-                                for kx in 0..*kw {
-                                    let Some(xx) =
-                                        (ox * sw + kx).checked_sub(*pw).filter(|&v| v < width)
-                                    else {
-                                        continue;
-                                    };
-                                    let w = weight[((o * channels + c) * kh + ky) * kw + kx];
-                                    acc += f64::from(w) * x[(c * height + y) * width + xx];
-                                }
-                            }
-                        }
-                        out[(o * out_h + oy) * out_w + ox] = acc;
-                    }
-                }
-            }
-            out
+            let out = geometry.output().expect("validated models fit");
+            let per_channel = out.height * out.width;
+            let mut acc: Vec<f64> = (0..out.len())
+                .map(|j| f64::from(bias[j / per_channel]))
+                .collect();
+            geometry.for_each_tap(|j, i, k| acc[j] += f64::from(weight[k]) * x[i]);
+            acc
         }
         Step::Affine { scale, shift } => x
             .iter()

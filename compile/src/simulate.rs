@@ -117,37 +117,41 @@ mod tests {
     use super::*;
     use crate::circuit::{Decoding, Linear, LutBits, RoundingBits, Stage, Tables};
 
-    /// One input, weight 1, read at `k = 2` by a 4-entry table with offset 0, then one logit.
+    /// A stage of one input with weight 1.
+    fn identity(input_max: u32, rounding_bits: u32, read: Read) -> Stage {
+        Stage {
+            label: "dense".into(),
+            linear: Linear::Dense {
+                inputs: 1,
+                weights: vec![1],
+            },
+            input_max,
+            rounding_bits: RoundingBits(rounding_bits),
+            read,
+        }
+    }
+
+    /// One input read at `k = 2` by a 4-entry table with offset 0, then one logit.
     fn circuit() -> Circuit {
         Circuit {
             lut_bits: LutBits::new(2).unwrap(),
             stages: vec![
-                Stage {
-                    label: "dense+relu".into(),
-                    linear: Linear::Dense {
-                        inputs: 1,
-                        weights: vec![1],
-                    },
-                    input_max: 255,
-                    rounding_bits: RoundingBits(2),
-                    read: Read::Tables(Tables {
+                identity(
+                    255,
+                    2,
+                    Read::Tables(Tables {
                         offsets: vec![0],
                         levels: vec![vec![10, 11, 12, 13]],
                     }),
-                },
-                Stage {
-                    label: "dense".into(),
-                    linear: Linear::Dense {
-                        inputs: 1,
-                        weights: vec![1],
-                    },
-                    input_max: 13,
-                    rounding_bits: RoundingBits(0),
-                    read: Read::Logits(Decoding {
+                ),
+                identity(
+                    13,
+                    0,
+                    Read::Logits(Decoding {
                         scale: vec![1.0],
                         shift: vec![0.0],
                     }),
-                },
+                ),
             ],
         }
     }

@@ -17,6 +17,19 @@ pub fn values(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// A batch norm over `channels` with deterministic statistics, negative gammas included.
+pub fn batch_norm(channels: usize, seed: u64) -> Layer {
+    let v = values(seed, 4 * channels);
+    Layer::BatchNorm {
+        // Negative gammas included: the sign must fold too.
+        gamma: v[..channels].iter().map(|g| 1.5 * g).collect(),
+        beta: v[channels..2 * channels].to_vec(),
+        mean: v[2 * channels..3 * channels].to_vec(),
+        var: v[3 * channels..].iter().map(|x| x.abs() + 0.1).collect(),
+        epsilon: 1e-5,
+    }
+}
+
 /// A model of 8x8 images and 3 classes with these layers.
 pub fn model_file(layers: Vec<Layer>) -> ModelFile {
     ModelFile {
@@ -53,13 +66,7 @@ pub fn model() -> ModelFile {
             bias: values(2, 4),
             weight_bits: bits(4),
         },
-        Layer::BatchNorm {
-            gamma: vec![0.5, -0.7, 1.2, 0.9],
-            beta: vec![0.1, 0.0, -0.2, 0.3],
-            mean: vec![0.2, -0.1, 0.0, 0.4],
-            var: vec![1.5, 0.8, 2.0, 1.1],
-            epsilon: 1e-5,
-        },
+        batch_norm(4, 3),
         Layer::AvgPool {
             kernel: [2, 2],
             stride: [2, 2],
