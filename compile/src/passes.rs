@@ -44,22 +44,13 @@ mod tests {
     use crate::activation::Activation;
     use crate::quantize::BitWidth;
     use crate::reference::ReferenceModel;
-    use crate::testing::{batch_norm, image, model_file, values};
+    use crate::testing::{batch_norm, conv3x3, image, model_file, values};
 
     /// A small CNN with batch norms after a conv and a dense layer, and one standing
     /// alone after pooling.
     fn model(weight_bits: Option<BitWidth>) -> ModelFile {
         model_file(vec![
-            Layer::Conv2d {
-                in_channels: 1,
-                out_channels: 4,
-                kernel: [3, 3],
-                stride: [1, 1],
-                padding: [1, 1],
-                weight: values(1, 36),
-                bias: values(2, 4),
-                weight_bits,
-            },
+            conv3x3(1, weight_bits),
             batch_norm(4, 3),
             Layer::AvgPool {
                 kernel: [2, 2],

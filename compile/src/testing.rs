@@ -30,6 +30,20 @@ pub fn batch_norm(channels: usize, seed: u64) -> Layer {
     }
 }
 
+/// A 3x3 convolution from 1 to 4 channels with deterministic weights.
+pub fn conv3x3(padding: usize, weight_bits: Option<BitWidth>) -> Layer {
+    Layer::Conv2d {
+        in_channels: 1,
+        out_channels: 4,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [padding, padding],
+        weight: values(1, 36),
+        bias: values(2, 4),
+        weight_bits,
+    }
+}
+
 /// A model of 8x8 images and 3 classes with these layers.
 pub fn model_file(layers: Vec<Layer>) -> ModelFile {
     ModelFile {
@@ -56,16 +70,7 @@ pub fn model_file(layers: Vec<Layer>) -> ModelFile {
 pub fn model() -> ModelFile {
     let bits = |b| Some(BitWidth::new(b).unwrap());
     model_file(vec![
-        Layer::Conv2d {
-            in_channels: 1,
-            out_channels: 4,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [0, 0],
-            weight: values(1, 36),
-            bias: values(2, 4),
-            weight_bits: bits(4),
-        },
+        conv3x3(0, bits(4)),
         batch_norm(4, 3),
         Layer::AvgPool {
             kernel: [2, 2],
