@@ -1,6 +1,6 @@
 //! The command line: one subcommand per pipeline step.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hecnn_compile::activation::{Activation, DEFAULT_RANGE};
@@ -32,6 +32,16 @@ pub enum Command {
     Predict(PredictArgs),
     /// Compare the activation approximations with ReLU: errors, and a plot.
     Activations(ActivationsArgs),
+    /// Client: generate the secret client key and the evaluation key for a circuit.
+    Keygen(KeygenArgs),
+    /// Client: encrypt images (files or test-set indices) into a query file.
+    Encrypt(EncryptArgs),
+    /// Server: evaluate a circuit over a query with the evaluation key, writing a result.
+    Run(RunArgs),
+    /// Client: decrypt a result file into classes, class names and logits.
+    Decrypt(DecryptArgs),
+    /// Measure keys, sizes and encrypted latency of a circuit on this machine.
+    Bench(BenchArgs),
 }
 
 /// Which data set.
@@ -133,6 +143,8 @@ pub enum Mode {
     Clear,
     /// The integer circuit with the noise of encrypted evaluation sampled.
     Simulate,
+    /// Encrypted: fresh keys, each image encrypted, evaluated over ciphertexts, decrypted.
+    Encrypted,
 }
 
 /// Table width: a number of bits, or chosen automatically.
@@ -268,4 +280,112 @@ pub struct ActivationsArgs {
     /// Write an SVG plot of every approximation against ReLU here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+/// The client key of a circuit.
+#[derive(Debug, Args)]
+pub struct ClientKeyArg {
+    /// The client key [default: the circuit's name with `.client-key`].
+    #[arg(long)]
+    pub client_key: Option<PathBuf>,
+}
+
+impl ClientKeyArg {
+    /// The path given, or the default next to `circuit`.
+    pub fn path(&self, circuit: &Path) -> PathBuf {
+        self.client_key
+            .clone()
+            .unwrap_or_else(|| circuit.with_extension("client-key"))
+    }
+}
+
+/// The evaluation key of a circuit.
+#[derive(Debug, Args)]
+pub struct EvalKeyArg {
+    /// The evaluation key [default: the circuit's name with `.eval-key`].
+    #[arg(long)]
+    pub eval_key: Option<PathBuf>,
+}
+
+impl EvalKeyArg {
+    /// The path given, or the default next to `circuit`.
+    pub fn path(&self, circuit: &Path) -> PathBuf {
+        self.eval_key
+            .clone()
+            .unwrap_or_else(|| circuit.with_extension("eval-key"))
+    }
+}
+
+/// Options of `hecnn keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The circuit file.
+    pub circuit: PathBuf,
+    /// Where to write the client key (secret: it stays with the client).
+    #[command(flatten)]
+    pub client_key: ClientKeyArg,
+    /// Where to write the evaluation key (what the server gets).
+    #[command(flatten)]
+    pub eval_key: EvalKeyArg,
+}
+
+/// Options of `hecnn encrypt`.
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// The circuit file.
+    pub circuit: PathBuf,
+    /// Image files (PNG or PGM; resized and centred to 28x28 as MNIST is).
+    pub images: Vec<PathBuf>,
+    /// Images of the test set, by index (`0,7,42`), after the image files.
+    #[arg(long, value_delimiter = ',')]
+    pub test_index: Vec<usize>,
+    #[command(flatten)]
+    pub client_key: ClientKeyArg,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Where to write the query.
+    #[arg(short, long, default_value = "query.hecnn")]
+    pub output: PathBuf,
+}
+
+/// Options of `hecnn run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The circuit file.
+    pub circuit: PathBuf,
+    /// Query files; each is answered by one result file.
+    #[arg(required = true)]
+    pub queries: Vec<PathBuf>,
+    #[command(flatten)]
+    pub eval_key: EvalKeyArg,
+    /// Where to write the result of a single query [default: the query's name with
+    /// `.result`].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Options of `hecnn decrypt`.
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// The circuit file.
+    pub circuit: PathBuf,
+    /// The result file.
+    pub result: PathBuf,
+    #[command(flatten)]
+    pub client_key: ClientKeyArg,
+}
+
+/// Options of `hecnn bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The circuit file.
+    pub circuit: PathBuf,
+    /// Test images evaluated encrypted, one after the other (the latency is their median).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub images: u64,
+    /// Single-core PBS timed for the latency floor (their median is used).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub pbs_samples: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
 }

@@ -14,5 +14,10 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Eval(args) => commands::eval::run(&args),
         cli::Command::Predict(args) => commands::eval::predict(&args),
         cli::Command::Activations(args) => commands::activations::run(&args),
+        cli::Command::Keygen(args) => commands::encrypted::keygen(&args),
+        cli::Command::Encrypt(args) => commands::encrypted::encrypt(&args),
+        cli::Command::Run(args) => commands::encrypted::run(&args),
+        cli::Command::Decrypt(args) => commands::encrypted::decrypt(&args),
+        cli::Command::Bench(args) => commands::bench::run(&args),
     }
 }

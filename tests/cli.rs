@@ -247,3 +247,163 @@ fn bad_input_gives_clear_errors() {
         &["empty.json", "not a hecnn model file"],
     );
 }
+
+/// The client/server workflow with files: keygen, encrypt, run with the evaluation key
+/// alone, decrypt; encrypted eval and bench; and refusal of keys of another circuit and
+/// of damaged files.
+#[test]
+fn encrypted_workflow_with_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (model, circuit, other) = (path("mlp.json"), path("mlp.circuit"), path("other.circuit"));
+    let output = hecnn(&[
+        "train",
+        "--model",
+        "mlp",
+        "--qat",
+        "--epochs",
+        "1",
+        "--limit",
+        "2000",
+        "--validation",
+        "500",
+        "-o",
+        &model,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for (out, bits) in [(&circuit, "4"), (&other, "5")] {
+        let output = hecnn(&[
+            "compile",
+            &model,
+            "-o",
+            out,
+            "--lut-bits",
+            bits,
+            "--ranges",
+            "calibrated",
+            "--calibration",
+            "300",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+
+    // The client: keys (the client key stays in its own folder), then a query of two
+    // test images and one image file.
+    std::fs::create_dir(dir.path().join("client")).unwrap();
+    let (client_key, eval_key) = (path("client/mlp.client-key"), path("mlp.eval-key"));
+    let output = hecnn(&["keygen", &circuit, "--client-key", &client_key]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("give it to the server"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(Path::new(&eval_key).exists());
+    let image = path("bar.pgm");
+    write_pgm(Path::new(&image));
+    let query = path("query.hecnn");
+    let output = hecnn(&[
+        "encrypt",
+        &circuit,
+        &image,
+        "--test-index",
+        "0,1",
+        "--client-key",
+        &client_key,
+        "-o",
+        &query,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("3 image(s)"),
+        "{}",
+        stdout(&output)
+    );
+
+    // The server never sees the client key: hide it while the server runs.
+    let hidden = path("hidden.client-key");
+    std::fs::rename(&client_key, &hidden).unwrap();
+    let output = hecnn(&["run", &circuit, &query]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("image 2:"), "{}", stdout(&output));
+    std::fs::rename(&hidden, &client_key).unwrap();
+
+    let result = path("query.result");
+    let output = hecnn(&["decrypt", &circuit, &result, "--client-key", &client_key]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert_eq!(
+        text.lines().filter(|l| l.contains(": class ")).count(),
+        3,
+        "{text}"
+    );
+
+    // In one process: encrypted accuracy against clear mode, and the benchmark.
+    let output = hecnn(&[
+        "eval",
+        &circuit,
+        "--mode",
+        "clear,encrypted",
+        "--limit",
+        "3",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("encrypted accuracy") && text.contains("agreement Clear/Encrypted"),
+        "{text}"
+    );
+    let output = hecnn(&["bench", &circuit, "--images", "1", "--pbs-samples", "3"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for part in [
+        "keygen",
+        "evaluation key",
+        "query",
+        "PBS per image",
+        "achieved / floor",
+    ] {
+        assert!(text.contains(part), "{part:?} not in {text}");
+    }
+
+    // Keys and queries of another circuit, damaged files, bad options.
+    fails_with(
+        &["run", &other, &query, "--eval-key", &eval_key],
+        &["mlp.eval-key", "another circuit"],
+    );
+    fails_with(
+        &["decrypt", &other, &result, "--client-key", &client_key],
+        &["mlp.client-key", "another circuit"],
+    );
+    for file in [&eval_key, &query, &result, &client_key] {
+        let bytes = std::fs::read(file).unwrap();
+        let damaged = path("damaged");
+        std::fs::write(&damaged, &bytes[..bytes.len() - 7]).unwrap();
+        let args: Vec<&str> = match file {
+            f if f == &eval_key => vec!["run", &circuit, &query, "--eval-key", &damaged],
+            f if f == &query => vec!["run", &circuit, &damaged],
+            f if f == &result => vec!["decrypt", &circuit, &damaged, "--client-key", &client_key],
+            _ => vec!["decrypt", &circuit, &result, "--client-key", &damaged],
+        };
+        fails_with(&args, &["damaged", "corrupted"]);
+    }
+    fails_with(
+        &["run", &circuit, &model],
+        &["mlp.json", "not a hecnn query"],
+    );
+    fails_with(
+        &[
+            "encrypt",
+            &circuit,
+            "--test-index",
+            "10000",
+            "--client-key",
+            &client_key,
+        ],
+        &["--test-index 10000"],
+    );
+    fails_with(
+        &["encrypt", &circuit, "--client-key", &client_key],
+        &["nothing to encrypt"],
+    );
+}

@@ -105,10 +105,11 @@ impl fmt::Display for LutBits {
 pub struct RoundingBits(pub u32);
 
 impl RoundingBits {
-    /// The least `k` whose reads of values in `0..=span` all land inside `2^p` entries:
-    /// `round(span / 2^k) <= 2^p - 1`, i.e. `2 span < (2^(p+1) - 1) 2^k`.
-    pub fn to_fit(span: u64, lut_bits: LutBits) -> Self {
-        let limit = (2u128 << lut_bits.get()) - 1;
+    /// The least `k` whose reads of values in `0..=span` all land inside `entries`
+    /// entries: `round(span / 2^k) <= entries - 1`, i.e. `2 span < (2 entries - 1) 2^k`.
+    pub fn to_fit(span: u64, entries: u64) -> Self {
+        assert!(entries >= 1, "a table has entries");
+        let limit = 2 * u128::from(entries) - 1;
         let k = (0..64)
             .find(|&k| 2 * u128::from(span) < limit << k)
             .expect("any u64 span fits in 64 rounding bits");
@@ -660,7 +661,7 @@ mod tests {
 
     #[test]
     fn rounding_bits_fit_the_span_into_the_table() {
-        let p = LutBits::new(4).unwrap();
+        let p = 16;
         assert_eq!(RoundingBits::to_fit(15, p), RoundingBits(0));
         // 16 would read entry 16: one more bit. 30 / 2 = 15 fits, 31 / 2 rounds to 16.
         assert_eq!(RoundingBits::to_fit(16, p), RoundingBits(1));

@@ -38,6 +38,12 @@ pub enum Ranges<'a> {
 /// Fraction of a calibrated range's span added on each side.
 pub const CALIBRATION_MARGIN: f64 = 0.1;
 
+/// Entries kept free at each end of every table. The least accumulator a table is sized
+/// for reads entry `GUARD_ENTRIES`, not 0: ranges often end on a value many inputs reach
+/// (a blank image patch), and phase noise would otherwise carry those reads across the
+/// table's edge into its negacyclic half, which reads the negated last entry.
+pub const GUARD_ENTRIES: i64 = 1;
+
 /// Choices the model file leaves open.
 #[derive(Debug, Clone, Copy)]
 pub struct LowerOptions<'a> {
@@ -134,13 +140,19 @@ pub fn lower(model: &ModelFile, options: LowerOptions) -> Result<Circuit, LowerE
         let (rounding_bits, read) = match folded.layers.get(next) {
             None => {
                 // Logits are decoded as signed values: |A| < 2^(p+k-1) keeps them clear of
-                // the wrap at 2^(p+k) with room for noise.
-                let magnitude = worst_case
+                // the wrap at 2^(p+k) with room for noise. Their noise is fixed on the
+                // torus, so the least k (the finest encoding) the ranges allow is best.
+                let ranges = match options.ranges {
+                    Ranges::WorstCase => worst_case,
+                    Ranges::Calibrated(_) => calibrated_ranges(&linear, &calibration, &worst_case),
+                };
+                let magnitude = ranges
                     .iter()
                     .map(|&(lo, hi)| lo.unsigned_abs().max(hi.unsigned_abs()))
                     .max()
                     .unwrap_or(0);
-                let rounding_bits = RoundingBits::to_fit(2 * magnitude, options.lut_bits);
+                let rounding_bits =
+                    RoundingBits::to_fit(2 * magnitude, options.lut_bits.entries() as u64);
                 (rounding_bits, Read::Logits(Decoding { scale, shift }))
             }
             Some(Layer::Activation {
@@ -363,7 +375,7 @@ fn fuse_pool(linear: Linear, pool: [usize; 2]) -> Option<(Linear, f64)> {
 }
 
 /// Tables for accumulators in `ranges` (per output, least and greatest): offsets that
-/// move each range's least value to 0, the rounding that fits the widest range into
+/// move each range's least value to entry [`GUARD_ENTRIES`], the rounding that fits the widest range into
 /// `2^lut_bits` entries, and each entry's next-stage level
 /// `quant(act(S_j (t 2^k - O_j) + C_j))`.
 fn build_tables(
@@ -375,8 +387,14 @@ fn build_tables(
     lut_bits: LutBits,
 ) -> (RoundingBits, Tables) {
     let span = ranges.iter().map(|&(lo, hi)| hi - lo).max().unwrap_or(0);
-    let rounding_bits = RoundingBits::to_fit(span as u64, lut_bits);
-    let offsets: Vec<i64> = ranges.iter().map(|&(lo, _)| -lo).collect();
+    let usable = (lut_bits.entries() as u64)
+        .saturating_sub(2 * GUARD_ENTRIES as u64)
+        .max(1);
+    let rounding_bits = RoundingBits::to_fit(span as u64, usable);
+    let offsets: Vec<i64> = ranges
+        .iter()
+        .map(|&(lo, _)| (GUARD_ENTRIES << rounding_bits.0) - lo)
+        .collect();
     let levels = offsets
         .iter()
         .enumerate()

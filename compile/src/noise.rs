@@ -118,13 +118,17 @@ impl NoiseModel {
         }
     }
 
-    /// Variance at the table read of a linear combination whose weights have squared
-    /// 2-norm `norm2_pbs` over PBS outputs and `norm2_fresh` over fresh encryptions.
+    /// Variance of a linear combination whose weights have squared 2-norm `norm2_pbs`
+    /// over PBS outputs and `norm2_fresh` over fresh encryptions: `Σ w_i^2 v_i`. This is
+    /// the noise of the logits, which are decrypted without a keyswitch or a PBS.
+    pub fn linear_variance(&self, norm2_pbs: f64, norm2_fresh: f64) -> f64 {
+        norm2_pbs * self.pbs_output + norm2_fresh * self.fresh
+    }
+
+    /// Variance at the table read of such a combination: the keyswitch and the modulus
+    /// switch of the PBS add theirs.
     pub fn pbs_input_variance(&self, norm2_pbs: f64, norm2_fresh: f64) -> f64 {
-        norm2_pbs * self.pbs_output
-            + norm2_fresh * self.fresh
-            + self.keyswitch
-            + self.modulus_switch
+        self.linear_variance(norm2_pbs, norm2_fresh) + self.keyswitch + self.modulus_switch
     }
 
     /// Standard deviation of a read of `variance` from a table of `2^lut_bits` boxes, in

@@ -6,8 +6,8 @@
 //! `e ~ N(0, s_j^2)`, `s_j` the standard deviation of the PBS input in boxes from the
 //! [`NoiseModel`]: `s_j = sqrt(||w_j||^2 v_in + v_KS + v_MS) 2^(p+1)` (the modulus switch
 //! rounding is part of `v_MS`). Values near a rounding boundary so land one entry either
-//! way, as they do when encrypted. The logits get the same noise, in accumulator units
-//! `e 2^k`.
+//! way, as they do when encrypted. The logits get `e 2^k` in accumulator units, with `s_j`
+//! from `||w_j||^2 v_in` alone: they are decrypted without a keyswitch or a PBS.
 
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -25,7 +25,8 @@ pub struct NoiseProfile {
 
 impl NoiseProfile {
     /// The noise of `circuit`'s reads under `set`: the first stage reads fresh client
-    /// encryptions, the others PBS outputs.
+    /// encryptions, the others PBS outputs; table reads add the keyswitch and modulus
+    /// switch, the logits (decrypted as they are) do not.
     pub fn new(circuit: &Circuit, set: &ParameterSet) -> Self {
         let model = NoiseModel::new(set);
         let std_boxes = circuit
@@ -38,10 +39,15 @@ impl NoiseProfile {
                     .bounds(stage.input_max)
                     .iter()
                     .map(|b| {
-                        let variance = if index == 0 {
-                            model.pbs_input_variance(0.0, b.norm2)
+                        let (norm2_pbs, norm2_fresh) = if index == 0 {
+                            (0.0, b.norm2)
                         } else {
-                            model.pbs_input_variance(b.norm2, 0.0)
+                            (b.norm2, 0.0)
+                        };
+                        let variance = if stage.tables().is_some() {
+                            model.pbs_input_variance(norm2_pbs, norm2_fresh)
+                        } else {
+                            model.linear_variance(norm2_pbs, norm2_fresh)
                         };
                         model.std_in_boxes(variance, circuit.lut_bits)
                     })

@@ -11,11 +11,13 @@ use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_compile::simulate::Simulator;
 use hecnn_datasets::image_file::load_image;
 use hecnn_datasets::{LabelledImages, Split};
+use hecnn_runtime::NoProgress;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use crate::cli::{EvalArgs, Mode, PredictArgs};
 use crate::commands::compile::compile_model;
+use crate::commands::encrypted::LocalSession;
 
 /// Float accuracy of a model on labelled images.
 pub fn float_accuracy(model: &ReferenceModel, data: &LabelledImages) -> f64 {
@@ -154,6 +156,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 let reference = ReferenceModel::new(model);
                 predictions(mode, &test, |_, image| reference.predict(image))
             }
+            Mode::Encrypted => {
+                let file = file.as_ref().expect("compiled above for this mode");
+                encrypted_predictions(file, &test)?
+            }
             Mode::Clear | Mode::Simulate => {
                 let file = file.as_ref().expect("compiled above for these modes");
                 let simulator = if mode == Mode::Clear {
@@ -182,6 +188,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         );
         results.push((mode, predicted));
     }
+    print_agreement(&results, &test.labels);
+    Ok(())
+}
+
+/// Agreement of every pair of modes overall, then the images on which modes differ.
+fn print_agreement(results: &[(Mode, Vec<usize>)], labels: &[u8]) {
+    let total = labels.len();
     for (i, (mode_a, a)) in results.iter().enumerate() {
         for (mode_b, b) in &results[i + 1..] {
             let agreeing = a.iter().zip(b).filter(|(x, y)| x == y).count();
@@ -189,13 +202,72 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                 "agreement {:?}/{:?}: {:.2}% ({} of {} images differ)",
                 mode_a,
                 mode_b,
-                fraction(agreeing, test.len()),
-                test.len() - agreeing,
-                test.len()
+                fraction(agreeing, total),
+                total - agreeing,
+                total
             )
         }
     }
-    Ok(())
+    const SHOWN: usize = 20;
+    let differing: Vec<usize> = (0..total)
+        .filter(|&i| results.iter().any(|(_, p)| p[i] != results[0].1[i]))
+        .collect();
+    if results.len() > 1 && !differing.is_empty() {
+        println!(
+            "images on which the modes differ{}:",
+            if differing.len() > SHOWN {
+                format!(" (first {SHOWN} of {})", differing.len())
+            } else {
+                String::new()
+            }
+        );
+        for &i in differing.iter().take(SHOWN) {
+            let classes: Vec<String> = results
+                .iter()
+                .map(|(mode, p)| format!("{} {}", format!("{mode:?}").to_lowercase(), p[i]))
+                .collect();
+            println!(
+                "  test image {i} (label {}): {}",
+                labels[i],
+                classes.join(", ")
+            );
+        }
+    }
+}
+
+/// Every image encrypted under fresh keys, evaluated over ciphertexts, decrypted, one
+/// after the other (each evaluation uses every core); prints the latency distribution.
+fn encrypted_predictions(file: &CircuitFile, data: &LabelledImages) -> Result<Vec<usize>> {
+    let (session, keygen) = LocalSession::with_fresh_keys(file)?;
+    println!(
+        "encrypted: keys for {} generated in {:.1} s",
+        file.parameter_set,
+        keygen.as_secs_f64()
+    );
+    let bar = ProgressBar::new(data.len() as u64).with_style(
+        ProgressStyle::with_template("encrypted [{bar:40}] {pos}/{len} images ({eta})")
+            .expect("the template is valid"),
+    );
+    let mut predicted = Vec::with_capacity(data.len());
+    let mut latencies = Vec::with_capacity(data.len());
+    for i in 0..data.len() {
+        let (prediction, timings) = session.classify(data.image(i), &NoProgress)?;
+        predicted.push(prediction.class);
+        latencies.push(timings.total());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64();
+    println!(
+        "encrypted latency per image: median {:.2} s, min {:.2} s, 90th percentile {:.2} s, max {:.2} s ({} PBS each)",
+        at(0.5),
+        at(0.0),
+        at(0.9),
+        at(1.0),
+        file.circuit.pbs_count()
+    );
+    Ok(predicted)
 }
 
 pub fn predict(args: &PredictArgs) -> Result<()> {

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod activations;
+pub mod bench;
 pub mod compile;
+pub mod encrypted;
 pub mod eval;
 pub mod train;

@@ -1,0 +1,288 @@
+//! The client's side: images into a query, a result into predictions.
+//!
+//! A query holds one seeded LWE ciphertext list per image (DESIGN.md section 4 point 7):
+//! the masks are regenerated from one seed, so an image of `n` pixels costs `8n` bytes of
+//! bodies plus the seed. Pixel `x` of the first stage is encrypted as the plaintext
+//! `x 2^(63-p-k)` under the big (GLWE-derived) key with the set's fresh-encryption noise.
+
+use std::path::Path;
+
+use hecnn_compile::circuit::{CircuitFile, Read};
+use hecnn_compile::reference::argmax;
+use tfhe::core_crypto::prelude::{
+    CiphertextModulus, ContiguousEntityContainer, LweCiphertextCount, LweCiphertextList, LweSize,
+    PlaintextList, SeededLweCiphertextList, decrypt_lwe_ciphertext,
+    encrypt_seeded_lwe_ciphertext_list, new_seeder,
+};
+
+use crate::encoding::LevelScale;
+use crate::envelope::{self, Binding, FileKind, payload};
+use crate::error::RuntimeError;
+use crate::keys::{ClientKey, parameter_set};
+
+payload!(
+    /// A query as stored: one seeded list per image.
+    QueryPayload(Vec<SeededLweCiphertextList<Vec<u64>>>) = "hecnn::Query"
+);
+payload!(
+    /// A result as stored: one list of logit ciphertexts per image.
+    ResultPayload(Vec<LweCiphertextList<Vec<u64>>>) = "hecnn::Result"
+);
+
+/// Size of the ciphertexts a circuit's files hold: the big LWE key's dimension plus one.
+pub(crate) fn big_lwe_size(circuit: &CircuitFile) -> LweSize {
+    let params = parameter_set(circuit).params;
+    params
+        .glwe_dimension
+        .to_equivalent_lwe_dimension(params.polynomial_size)
+        .to_lwe_size()
+}
+
+/// Encrypted images, ready for the server.
+#[derive(Clone)]
+pub struct Query {
+    pub(crate) binding: Binding,
+    pub(crate) images: QueryPayload,
+}
+
+/// Encrypted logits, ready for the client.
+#[derive(Clone)]
+pub struct EncryptedResult {
+    pub(crate) binding: Binding,
+    pub(crate) logits: ResultPayload,
+}
+
+/// One decrypted classification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Index of the largest logit.
+    pub class: usize,
+    /// Its name, from the circuit file.
+    pub class_name: String,
+    /// The decoded logits, `S_j A_j + C_j`.
+    pub logits: Vec<f64>,
+}
+
+/// Checks that every list of a file has `count` ciphertexts of the circuit's size.
+fn check_lists(
+    lists: impl Iterator<Item = (LweSize, usize, CiphertextModulus<u64>)>,
+    circuit: &CircuitFile,
+    count: usize,
+    path: &Path,
+    kind: FileKind,
+) -> Result<(), RuntimeError> {
+    let size = big_lwe_size(circuit);
+    let mut images = 0;
+    for (index, (lwe_size, len, modulus)) in lists.enumerate() {
+        if lwe_size != size || len != count || !modulus.is_native_modulus() {
+            return Err(RuntimeError::Mismatch {
+                path: path.display().to_string(),
+                kind,
+                reason: format!(
+                    "image {index} has {len} ciphertexts of size {}, the circuit needs {count} of size {}",
+                    lwe_size.0, size.0
+                ),
+            });
+        }
+        images += 1;
+    }
+    if images == 0 {
+        return Err(RuntimeError::Mismatch {
+            path: path.display().to_string(),
+            kind,
+            reason: "it holds no image".into(),
+        });
+    }
+    Ok(())
+}
+
+impl ClientKey {
+    /// Encrypts images of raw pixels (one byte each, in the circuit's input order) into
+    /// one query.
+    pub fn encrypt(&self, circuit: &CircuitFile, images: &[&[u8]]) -> Result<Query, RuntimeError> {
+        self.binding()
+            .check(&Binding::of(circuit), FileKind::ClientKey, "the client key")?;
+        if images.is_empty() {
+            return Err(RuntimeError::Input("no image to encrypt".into()));
+        }
+        let expected = circuit.input.shape.len();
+        if let Some(bad) = images.iter().find(|image| image.len() != expected) {
+            return Err(RuntimeError::Input(format!(
+                "an image of {} pixels; the circuit {} reads {} ({expected} pixels)",
+                bad.len(),
+                circuit.name,
+                circuit.input.shape
+            )));
+        }
+        let max = circuit.input.max;
+        if let Some(pixel) = images
+            .iter()
+            .flat_map(|image| image.iter())
+            .find(|&&p| u32::from(p) > max)
+        {
+            return Err(RuntimeError::Input(format!(
+                "a pixel of {pixel}; the circuit {} reads levels up to {max}",
+                circuit.name
+            )));
+        }
+        let first = &circuit.circuit.stages[0];
+        let scale = LevelScale::of_stage(circuit.circuit.lut_bits, first);
+        let (key, noise) = self.encryption_key();
+        let mut seeder = new_seeder();
+        let seeder = seeder.as_mut();
+        let lists = images
+            .iter()
+            .map(|image| {
+                let plaintexts = PlaintextList::from_container(
+                    image
+                        .iter()
+                        .map(|&pixel| scale.encode(i64::from(pixel)))
+                        .collect::<Vec<_>>(),
+                );
+                let mut list = SeededLweCiphertextList::new(
+                    0u64,
+                    key.lwe_dimension().to_lwe_size(),
+                    LweCiphertextCount(image.len()),
+                    seeder.seed().into(),
+                    CiphertextModulus::new_native(),
+                );
+                encrypt_seeded_lwe_ciphertext_list(&key, &mut list, &plaintexts, noise, seeder);
+                list
+            })
+            .collect();
+        Ok(Query {
+            binding: self.binding().clone(),
+            images: QueryPayload(lists),
+        })
+    }
+
+    /// Decrypts and decodes a result: per image, the logits `S_j A_j + C_j` with `A_j`
+    /// the signed phase in levels of the last stage, and their argmax.
+    pub fn decrypt(
+        &self,
+        circuit: &CircuitFile,
+        result: &EncryptedResult,
+    ) -> Result<Vec<Prediction>, RuntimeError> {
+        let binding = Binding::of(circuit);
+        self.binding()
+            .check(&binding, FileKind::ClientKey, "the client key")?;
+        result
+            .binding
+            .check(&binding, FileKind::Result, "the result")?;
+        let last = circuit
+            .circuit
+            .stages
+            .last()
+            .expect("validated circuits have stages");
+        let Read::Logits(decoding) = &last.read else {
+            unreachable!("validated circuits end with logits")
+        };
+        let scale = LevelScale::of_stage(circuit.circuit.lut_bits, last);
+        let (key, _) = self.encryption_key();
+        Ok(result
+            .logits
+            .0
+            .iter()
+            .map(|list| {
+                let logits: Vec<f64> = list
+                    .iter()
+                    .enumerate()
+                    .map(|(j, ct)| {
+                        let accumulator = scale.decode(decrypt_lwe_ciphertext(&key, &ct).0);
+                        decoding.scale[j] * accumulator + decoding.shift[j]
+                    })
+                    .collect();
+                let class = argmax(&logits);
+                Prediction {
+                    class,
+                    class_name: circuit.class_names[class].clone(),
+                    logits,
+                }
+            })
+            .collect())
+    }
+}
+
+impl Query {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.0.len()
+    }
+
+    /// Whether it holds no image (never, for queries built or loaded here).
+    pub fn is_empty(&self) -> bool {
+        self.images.0.is_empty()
+    }
+
+    /// The file bytes (their length is the query's size on the wire).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        envelope::to_bytes(FileKind::Query, &self.binding, &self.images)
+    }
+
+    /// Writes the query atomically.
+    pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
+        envelope::save(path, FileKind::Query, &self.binding, &self.images)
+    }
+
+    /// Reads a query for `circuit`, refusing one of another circuit or of the wrong shape.
+    pub fn load(path: &Path, circuit: &CircuitFile) -> Result<Self, RuntimeError> {
+        let binding = Binding::of(circuit);
+        let images: QueryPayload = envelope::load(path, FileKind::Query, &binding)?;
+        check_lists(
+            images.0.iter().map(|list| {
+                (
+                    list.lwe_size(),
+                    list.lwe_ciphertext_count().0,
+                    list.ciphertext_modulus(),
+                )
+            }),
+            circuit,
+            circuit.input.shape.len(),
+            path,
+            FileKind::Query,
+        )?;
+        Ok(Self { binding, images })
+    }
+}
+
+impl EncryptedResult {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.logits.0.len()
+    }
+
+    /// Whether it holds no image (never, for results built or loaded here).
+    pub fn is_empty(&self) -> bool {
+        self.logits.0.is_empty()
+    }
+
+    /// The file bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        envelope::to_bytes(FileKind::Result, &self.binding, &self.logits)
+    }
+
+    /// Writes the result atomically.
+    pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
+        envelope::save(path, FileKind::Result, &self.binding, &self.logits)
+    }
+
+    /// Reads a result for `circuit`, refusing one of another circuit or of the wrong shape.
+    pub fn load(path: &Path, circuit: &CircuitFile) -> Result<Self, RuntimeError> {
+        let binding = Binding::of(circuit);
+        let logits: ResultPayload = envelope::load(path, FileKind::Result, &binding)?;
+        check_lists(
+            logits.0.iter().map(|list| {
+                (
+                    list.lwe_size(),
+                    list.lwe_ciphertext_count().0,
+                    list.ciphertext_modulus(),
+                )
+            }),
+            circuit,
+            circuit.class_names.len(),
+            path,
+            FileKind::Result,
+        )?;
+        Ok(Self { binding, logits })
+    }
+}

@@ -1,0 +1,258 @@
+//! The one layout of every file the runtime writes: keys, queries and results.
+//!
+//! ```text
+//! magic (8 bytes, one per kind) | version (u32 LE) | SHA-256 of the rest (32 bytes)
+//! | binding length (u32 LE) | binding (bincode) | payload (tfhe::safe_serialization)
+//! ```
+//!
+//! The binding names the circuit (its fingerprint) and the parameter set the content was
+//! made for, so that a key or a query of another circuit is refused before anything is
+//! computed. The checksum catches truncation and corruption with a clear message; the
+//! payload goes through tfhe's safe serialisation (type name, version and size limit).
+
+use std::fmt;
+use std::path::Path;
+
+use bincode::Options;
+use hecnn_compile::circuit::CircuitFile;
+use hecnn_compile::io::{read_limited, write_atomic};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tfhe::named::Named;
+use tfhe_versionable::{Unversionize, Versionize};
+
+use crate::error::RuntimeError;
+
+/// Version of the envelope and of every payload this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// Magic, version, checksum.
+const HEADER_BYTES: usize = 8 + 4 + 32;
+/// Largest binding accepted (two short strings).
+const MAX_BINDING_BYTES: u64 = 4096;
+
+/// What a runtime file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// The client's secret key.
+    ClientKey,
+    /// The server's evaluation key (compressed).
+    EvaluationKey,
+    /// Encrypted images.
+    Query,
+    /// Encrypted logits.
+    Result,
+}
+
+impl FileKind {
+    const ALL: [Self; 4] = [
+        Self::ClientKey,
+        Self::EvaluationKey,
+        Self::Query,
+        Self::Result,
+    ];
+
+    fn magic(self) -> &'static [u8; 8] {
+        match self {
+            Self::ClientKey => b"HECNNCKY",
+            Self::EvaluationKey => b"HECNNEVK",
+            Self::Query => b"HECNNQRY",
+            Self::Result => b"HECNNRES",
+        }
+    }
+
+    /// Largest file of this kind accepted: evaluation keys of the largest sets (`N =
+    /// 8192`) are a few hundred MB; the rest is far smaller.
+    pub fn size_limit(self) -> u64 {
+        match self {
+            Self::ClientKey => 64 << 20,
+            Self::EvaluationKey => 2 << 30,
+            Self::Query | Self::Result => 1 << 30,
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ClientKey => "client key",
+            Self::EvaluationKey => "evaluation key",
+            Self::Query => "query",
+            Self::Result => "result",
+        })
+    }
+}
+
+/// The circuit and parameter set a file belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// [`CircuitFile::fingerprint`] of the circuit.
+    pub circuit: String,
+    /// Name of the parameter set.
+    pub parameter_set: String,
+}
+
+impl Binding {
+    /// The binding of files made for `circuit`.
+    pub fn of(circuit: &CircuitFile) -> Self {
+        Self {
+            circuit: circuit.fingerprint(),
+            parameter_set: circuit.parameter_set.clone(),
+        }
+    }
+
+    /// Refuses a file (`kind`, read from `origin`) bound to anything but `expected`.
+    pub fn check(&self, expected: &Self, kind: FileKind, origin: &str) -> Result<(), RuntimeError> {
+        if self.parameter_set != expected.parameter_set {
+            return Err(RuntimeError::OtherParameterSet {
+                path: origin.to_string(),
+                kind,
+                found: self.parameter_set.clone(),
+                expected: expected.parameter_set.clone(),
+            });
+        }
+        if self.circuit != expected.circuit {
+            return Err(RuntimeError::OtherCircuit {
+                path: origin.to_string(),
+                kind,
+                found: short(&self.circuit),
+                expected: short(&expected.circuit),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The first 16 hex digits of a fingerprint, enough to tell circuits apart in a message.
+fn short(fingerprint: &str) -> String {
+    fingerprint.chars().take(16).collect()
+}
+
+fn binding_options() -> impl Options {
+    bincode::DefaultOptions::new().with_limit(MAX_BINDING_BYTES)
+}
+
+/// The bytes of a file of `kind` holding `payload`.
+pub fn to_bytes<T: Serialize + Versionize + Named>(
+    kind: FileKind,
+    binding: &Binding,
+    payload: &T,
+) -> Vec<u8> {
+    let binding_bytes = binding_options()
+        .serialize(binding)
+        .expect("a binding serialises");
+    let mut body = Vec::new();
+    body.extend_from_slice(&(binding_bytes.len() as u32).to_le_bytes());
+    body.extend_from_slice(&binding_bytes);
+    tfhe::safe_serialization::safe_serialize(payload, &mut body, kind.size_limit())
+        .expect("runtime payloads stay within their size limits");
+    let mut bytes = Vec::with_capacity(HEADER_BYTES + body.len());
+    bytes.extend_from_slice(kind.magic());
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&Sha256::digest(&body));
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// Parses a file of `kind`; `origin` names it in errors.
+pub fn from_bytes<T: DeserializeOwned + Unversionize + Named>(
+    bytes: &[u8],
+    kind: FileKind,
+    origin: &str,
+) -> Result<(Binding, T), RuntimeError> {
+    let corrupted = |reason: String| RuntimeError::Corrupted {
+        path: origin.to_string(),
+        kind,
+        reason,
+    };
+    if !bytes.starts_with(kind.magic()) {
+        let found = match FileKind::ALL
+            .iter()
+            .find(|other| bytes.starts_with(other.magic()))
+        {
+            Some(other) => format!("it is a hecnn {other}"),
+            None if bytes.len() < 8 => format!("only {} bytes", bytes.len()),
+            None => "it does not start with a hecnn file header".to_string(),
+        };
+        return Err(RuntimeError::Foreign {
+            path: origin.to_string(),
+            kind,
+            found,
+        });
+    }
+    if bytes.len() < HEADER_BYTES {
+        return Err(corrupted(format!(
+            "truncated: {} bytes, the header alone has {HEADER_BYTES}",
+            bytes.len()
+        )));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(RuntimeError::Version {
+            path: origin.to_string(),
+            kind,
+            found: version,
+        });
+    }
+    let body = &bytes[HEADER_BYTES..];
+    if Sha256::digest(body).as_slice() != &bytes[12..HEADER_BYTES] {
+        return Err(corrupted(
+            "the content does not match its checksum (truncated or altered)".into(),
+        ));
+    }
+    let (length, rest) = body
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupted("no binding".into()))?;
+    let length = u32::from_le_bytes(*length) as usize;
+    if length > rest.len() {
+        return Err(corrupted("the binding runs past the end".into()));
+    }
+    let binding: Binding = binding_options()
+        .deserialize(&rest[..length])
+        .map_err(|e| corrupted(format!("binding: {e}")))?;
+    let payload = tfhe::safe_serialization::safe_deserialize(&rest[length..], kind.size_limit())
+        .map_err(|e| corrupted(e.to_string()))?;
+    Ok((binding, payload))
+}
+
+/// Writes a file of `kind` atomically.
+pub fn save<T: Serialize + Versionize + Named>(
+    path: &Path,
+    kind: FileKind,
+    binding: &Binding,
+    payload: &T,
+) -> Result<(), RuntimeError> {
+    write_atomic(path, &to_bytes(kind, binding, payload))?;
+    Ok(())
+}
+
+/// Reads a file of `kind`, size-limited and checked, and refuses one bound to another
+/// circuit or parameter set than `expected`.
+pub fn load<T: DeserializeOwned + Unversionize + Named>(
+    path: &Path,
+    kind: FileKind,
+    expected: &Binding,
+) -> Result<T, RuntimeError> {
+    let origin = path.display().to_string();
+    let bytes = read_limited(path, kind.size_limit())?;
+    let (binding, payload) = from_bytes(&bytes, kind, &origin)?;
+    binding.check(expected, kind, &origin)?;
+    Ok(payload)
+}
+
+/// Declares a payload newtype: serialised transparently as its content, with a tfhe
+/// [`Named`] name so that `safe_serialization` refuses a payload of another kind.
+macro_rules! payload {
+    ($(#[$doc:meta])* $name:ident($($inner:tt)+) = $tfhe_name:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, serde::Serialize, serde::Deserialize, tfhe_versionable::Versionize)]
+        #[serde(transparent)]
+        #[versionize(transparent)]
+        pub(crate) struct $name(pub(crate) $($inner)+);
+
+        impl tfhe::named::Named for $name {
+            const NAME: &'static str = $tfhe_name;
+        }
+    };
+}
+pub(crate) use payload;

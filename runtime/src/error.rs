@@ -1,0 +1,82 @@
+//! Why a runtime operation failed.
+
+use hecnn_compile::io::FileError;
+
+use crate::envelope::{FORMAT_VERSION, FileKind};
+
+/// A runtime file cannot be used, or an input does not fit the circuit.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Reading or writing failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// Not a file of the expected kind.
+    #[error("{path}: not a hecnn {kind} ({found})")]
+    Foreign {
+        /// The file.
+        path: String,
+        /// What was expected.
+        kind: FileKind,
+        /// What was found.
+        found: String,
+    },
+    /// A file of another format version.
+    #[error("{path}: {kind} format version {found}; this build reads version {FORMAT_VERSION}")]
+    Version {
+        /// The file.
+        path: String,
+        /// Its kind.
+        kind: FileKind,
+        /// Its version.
+        found: u32,
+    },
+    /// Truncated, altered, or not decodable.
+    #[error("{path}: corrupted {kind}: {reason}")]
+    Corrupted {
+        /// The file.
+        path: String,
+        /// Its kind.
+        kind: FileKind,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Made for another circuit.
+    #[error(
+        "{path}: this {kind} was made for another circuit (fingerprint {found}..., the circuit given is {expected}...)"
+    )]
+    OtherCircuit {
+        /// The file.
+        path: String,
+        /// Its kind.
+        kind: FileKind,
+        /// Fingerprint it names.
+        found: String,
+        /// Fingerprint of the circuit given.
+        expected: String,
+    },
+    /// Made for another parameter set.
+    #[error("{path}: this {kind} is for parameter set {found}, the circuit uses {expected}")]
+    OtherParameterSet {
+        /// The file.
+        path: String,
+        /// Its kind.
+        kind: FileKind,
+        /// Set it names.
+        found: String,
+        /// Set of the circuit.
+        expected: String,
+    },
+    /// The content decodes but does not have the shape the circuit and set require.
+    #[error("{path}: {kind} does not fit the circuit: {reason}")]
+    Mismatch {
+        /// The file.
+        path: String,
+        /// Its kind.
+        kind: FileKind,
+        /// What differs.
+        reason: String,
+    },
+    /// An input (image, batch) does not fit the circuit.
+    #[error("{0}")]
+    Input(String),
+}

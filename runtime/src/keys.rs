@@ -1,0 +1,148 @@
+//! Keys: the client's secret key, and the evaluation key it gives the server.
+//!
+//! Both are tfhe shortint keys of the circuit's parameter set. The evaluation key is kept
+//! and shipped in tfhe's compressed (seeded) form: the keyswitching and bootstrapping keys'
+//! masks are regenerated from a seed, so only their bodies travel. The server decompresses
+//! it once ([`EvaluationKey::decompress`]); it never sees the secret key.
+
+use std::path::Path;
+
+use hecnn_compile::circuit::CircuitFile;
+use hecnn_compile::params::{self, ParameterSet};
+use tfhe::conformance::ParameterSetConformant;
+use tfhe::core_crypto::prelude::{DynamicDistribution, LweSecretKeyView};
+use tfhe::shortint::atomic_pattern::AtomicPatternParameters;
+use tfhe::shortint::ciphertext::MaxDegree;
+use tfhe::shortint::parameters::ShortintParameterSet;
+use tfhe::shortint::{CompressedServerKey, ServerKey};
+
+use crate::envelope::{self, Binding, FileKind, payload};
+use crate::error::RuntimeError;
+
+payload!(
+    /// A client key as stored.
+    ClientKeyPayload(tfhe::shortint::ClientKey) = "hecnn::ClientKey"
+);
+payload!(
+    /// An evaluation key as stored.
+    EvaluationKeyPayload(CompressedServerKey) = "hecnn::EvaluationKey"
+);
+
+/// The parameter set a (validated) circuit file names.
+pub(crate) fn parameter_set(circuit: &CircuitFile) -> ParameterSet {
+    params::by_name(&circuit.parameter_set).expect("circuit files are validated to name known sets")
+}
+
+/// The client's secret key for one circuit: encrypts queries, decrypts results. It never
+/// leaves the client.
+#[derive(Clone)]
+pub struct ClientKey {
+    binding: Binding,
+    key: ClientKeyPayload,
+}
+
+/// What the server needs to evaluate one circuit for one client, in compressed form.
+#[derive(Clone)]
+pub struct EvaluationKey {
+    binding: Binding,
+    key: EvaluationKeyPayload,
+}
+
+/// Generates a fresh client key for `circuit` and the evaluation key that goes with it.
+pub fn generate(circuit: &CircuitFile) -> (ClientKey, EvaluationKey) {
+    let set = parameter_set(circuit);
+    let binding = Binding::of(circuit);
+    let key = tfhe::shortint::ClientKey::new(set.params);
+    let evaluation = CompressedServerKey::new(&key);
+    (
+        ClientKey {
+            binding: binding.clone(),
+            key: ClientKeyPayload(key),
+        },
+        EvaluationKey {
+            binding,
+            key: EvaluationKeyPayload(evaluation),
+        },
+    )
+}
+
+impl ClientKey {
+    /// The key and noise distribution fresh encryptions use: the big (GLWE-derived) LWE
+    /// key, as the circuit's first stage reads fresh ciphertexts under it.
+    pub(crate) fn encryption_key(&self) -> (LweSecretKeyView<'_, u64>, DynamicDistribution<u64>) {
+        self.key.0.encryption_key_and_noise()
+    }
+
+    /// The circuit and parameter set this key is for.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    /// The file bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        envelope::to_bytes(FileKind::ClientKey, &self.binding, &self.key)
+    }
+
+    /// Writes the key atomically.
+    pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
+        envelope::save(path, FileKind::ClientKey, &self.binding, &self.key)
+    }
+
+    /// Reads a client key for `circuit`, refusing one of another circuit or set.
+    pub fn load(path: &Path, circuit: &CircuitFile) -> Result<Self, RuntimeError> {
+        let binding = Binding::of(circuit);
+        let key: ClientKeyPayload = envelope::load(path, FileKind::ClientKey, &binding)?;
+        if key.0.parameters() != ShortintParameterSet::from(parameter_set(circuit).params) {
+            return Err(RuntimeError::Mismatch {
+                path: path.display().to_string(),
+                kind: FileKind::ClientKey,
+                reason: format!("its parameters are not those of {}", circuit.parameter_set),
+            });
+        }
+        Ok(Self { binding, key })
+    }
+}
+
+impl EvaluationKey {
+    /// The circuit and parameter set this key is for.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    /// The file bytes (their length is the key's size on disk).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        envelope::to_bytes(FileKind::EvaluationKey, &self.binding, &self.key)
+    }
+
+    /// Writes the key atomically.
+    pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
+        envelope::save(path, FileKind::EvaluationKey, &self.binding, &self.key)
+    }
+
+    /// Reads an evaluation key for `circuit`, refusing one of another circuit or set, or
+    /// one whose dimensions are not those of the set (tfhe's conformance check), so that a
+    /// crafted key cannot make evaluation fail half-way.
+    pub fn load(path: &Path, circuit: &CircuitFile) -> Result<Self, RuntimeError> {
+        let binding = Binding::of(circuit);
+        let key: EvaluationKeyPayload = envelope::load(path, FileKind::EvaluationKey, &binding)?;
+        let set = parameter_set(circuit);
+        let max_degree = MaxDegree::new(set.lut_boxes() - 1);
+        if !key
+            .0
+            .is_conformant(&(AtomicPatternParameters::from(set.params), max_degree))
+        {
+            return Err(RuntimeError::Mismatch {
+                path: path.display().to_string(),
+                kind: FileKind::EvaluationKey,
+                reason: format!("its dimensions are not those of {}", circuit.parameter_set),
+            });
+        }
+        Ok(Self { binding, key })
+    }
+
+    /// The key the server evaluates with: masks regenerated from their seeds, the
+    /// bootstrapping key converted to the Fourier domain (seconds for `N = 2048`).
+    pub fn decompress(&self) -> ServerKey {
+        self.key.0.decompress()
+    }
+}

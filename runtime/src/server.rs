@@ -1,0 +1,273 @@
+//! The server's side: a circuit evaluated over a query's ciphertexts with the evaluation
+//! key alone.
+//!
+//! Per stage, the linear map runs on the raw LWE vectors with wrapping integer weights
+//! (`A_j = Σ w_ji x_i + O_j 2^(63-p-k)`: exact on the torus for weights of any sign, noise
+//! variance `Σ w_ji^2 v_i`), each output in parallel and reading its inputs in order; then
+//! every output's table is read by one keyswitch + PBS, all in parallel. The last stage's
+//! accumulators are the encrypted logits.
+
+use std::time::{Duration, Instant};
+
+use hecnn_compile::circuit::{CircuitFile, Read, Stage};
+use rayon::prelude::*;
+use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
+use tfhe::core_crypto::prelude::{
+    CiphertextModulus, LweCiphertextList, LweCiphertextOwned, SeededLweCiphertextList,
+};
+use tfhe::shortint::ciphertext::{Degree, NoiseLevel};
+use tfhe::shortint::{AtomicPatternKind, Ciphertext, PBSOrder, ServerKey};
+
+use crate::client::{EncryptedResult, Query, ResultPayload, big_lwe_size};
+use crate::encoding::LevelScale;
+use crate::envelope::{Binding, FileKind};
+use crate::error::RuntimeError;
+use crate::keys::{EvaluationKey, parameter_set};
+use crate::lut::lookup_table;
+
+/// Told how an evaluation advances (the CLI draws progress bars from it).
+pub trait Progress: Sync {
+    /// Stage `label` starts; it has `reads` table reads (0 for the logits).
+    fn stage_started(&self, _label: &str, _reads: usize) {}
+    /// One table read (PBS) is done.
+    fn read_done(&self) {}
+    /// The stage is done.
+    fn stage_finished(&self) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Where one image's evaluation spent its time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Linear maps on the LWE vectors (and the offsets).
+    pub linear: Duration,
+    /// Table reads: keyswitch and PBS.
+    pub pbs: Duration,
+}
+
+impl Timings {
+    /// Both parts.
+    pub fn total(&self) -> Duration {
+        self.linear + self.pbs
+    }
+}
+
+/// One stage's linear map in the form evaluation reads: per output, its non-zero taps in
+/// input order (compressed rows), and its offset already on the torus.
+struct LinearPlan {
+    row_starts: Vec<usize>,
+    inputs: Vec<usize>,
+    weights: Vec<u64>,
+    offsets: Vec<u64>,
+}
+
+impl LinearPlan {
+    fn new(stage: &Stage, input_scale: LevelScale) -> Self {
+        let outputs = stage.linear.output_shape().len();
+        let mut row_starts = vec![0; outputs + 1];
+        let mut inputs = Vec::new();
+        let mut weights = Vec::new();
+        stage.linear.for_each_tap(|j, i, w| {
+            if w != 0 {
+                inputs.push(i);
+                // Two's complement: wrapping products are exact on the torus for any sign.
+                weights.push(i64::from(w) as u64);
+                row_starts[j + 1] = inputs.len();
+            }
+        });
+        // Outputs without a non-zero tap start where the previous one ended.
+        for j in 1..=outputs {
+            row_starts[j] = row_starts[j].max(row_starts[j - 1]);
+        }
+        let offsets = match &stage.read {
+            Read::Tables(tables) => tables
+                .offsets
+                .iter()
+                .map(|&o| input_scale.encode(o))
+                .collect(),
+            Read::Logits(_) => vec![0; outputs],
+        };
+        Self {
+            row_starts,
+            inputs,
+            weights,
+            offsets,
+        }
+    }
+
+    /// `A_j` for every output into `outputs` (`lwe_size` words each).
+    fn apply(&self, x: &[u64], outputs: &mut [u64], lwe_size: usize) {
+        outputs
+            .par_chunks_mut(lwe_size)
+            .enumerate()
+            .for_each(|(j, out)| {
+                out.fill(0);
+                let taps = self.row_starts[j]..self.row_starts[j + 1];
+                for (&i, &w) in self.inputs[taps.clone()].iter().zip(&self.weights[taps]) {
+                    slice_wrapping_add_scalar_mul_assign(
+                        out,
+                        &x[i * lwe_size..(i + 1) * lwe_size],
+                        w,
+                    );
+                }
+                let body = out.last_mut().expect("LWE ciphertexts have a body");
+                *body = body.wrapping_add(self.offsets[j]);
+            });
+    }
+}
+
+/// A circuit ready to run with one client's evaluation key.
+pub struct Evaluator<'c> {
+    circuit: &'c CircuitFile,
+    binding: Binding,
+    key: ServerKey,
+    plans: Vec<LinearPlan>,
+}
+
+impl<'c> Evaluator<'c> {
+    /// Decompresses `key` for `circuit`, refusing a key made for another circuit.
+    pub fn new(circuit: &'c CircuitFile, key: &EvaluationKey) -> Result<Self, RuntimeError> {
+        let binding = Binding::of(circuit);
+        key.binding()
+            .check(&binding, FileKind::EvaluationKey, "the evaluation key")?;
+        let lut_bits = circuit.circuit.lut_bits;
+        let plans = circuit
+            .circuit
+            .stages
+            .iter()
+            .map(|stage| LinearPlan::new(stage, LevelScale::of_stage(lut_bits, stage)))
+            .collect();
+        Ok(Self {
+            circuit,
+            binding,
+            key: key.decompress(),
+            plans,
+        })
+    }
+
+    /// Evaluates every image of `query`, one after the other (each uses every core).
+    pub fn evaluate(
+        &self,
+        query: &Query,
+        progress: &dyn Progress,
+    ) -> Result<(EncryptedResult, Vec<Timings>), RuntimeError> {
+        query
+            .binding
+            .check(&self.binding, FileKind::Query, "the query")?;
+        let (logits, timings) = query
+            .images
+            .0
+            .iter()
+            .map(|image| self.evaluate_image(image, progress))
+            .unzip();
+        Ok((
+            EncryptedResult {
+                binding: self.binding.clone(),
+                logits: ResultPayload(logits),
+            },
+            timings,
+        ))
+    }
+
+    /// One image: stage by stage, the linear map, then the table reads.
+    fn evaluate_image(
+        &self,
+        image: &SeededLweCiphertextList<Vec<u64>>,
+        progress: &dyn Progress,
+    ) -> (LweCiphertextList<Vec<u64>>, Timings) {
+        let lwe_size = big_lwe_size(self.circuit).0;
+        let mut timings = Timings::default();
+        let mut x = image
+            .clone()
+            .decompress_into_lwe_ciphertext_list()
+            .into_container();
+        let lut_bits = self.circuit.circuit.lut_bits;
+        let stages = &self.circuit.circuit.stages;
+        for (index, (stage, plan)) in stages.iter().zip(&self.plans).enumerate() {
+            let outputs = stage.linear.output_shape().len();
+            let reads = stage.tables().map_or(0, |t| t.levels.len());
+            progress.stage_started(&stage.label, reads);
+            let start = Instant::now();
+            let mut accumulators = vec![0u64; outputs * lwe_size];
+            plan.apply(&x, &mut accumulators, lwe_size);
+            timings.linear += start.elapsed();
+            if let Some(tables) = stage.tables() {
+                let start = Instant::now();
+                let output = LevelScale::of_stage(lut_bits, &stages[index + 1]);
+                accumulators
+                    .par_chunks_mut(lwe_size)
+                    .zip(&tables.levels)
+                    .for_each(|(accumulator, levels)| {
+                        self.read_table(accumulator, levels, output);
+                        progress.read_done();
+                    });
+                timings.pbs += start.elapsed();
+            }
+            progress.stage_finished();
+            x = accumulators;
+        }
+        (
+            LweCiphertextList::from_container(x, big_lwe_size(self.circuit), native()),
+            timings,
+        )
+    }
+
+    /// Replaces `accumulator` by the encryption of its table entry: keyswitch, then PBS
+    /// with the table's polynomial.
+    fn read_table(&self, accumulator: &mut [u64], levels: &[u32], output: LevelScale) {
+        let params = parameter_set(self.circuit).params;
+        let lut = lookup_table(
+            levels,
+            output,
+            params.glwe_dimension.to_glwe_size(),
+            params.polynomial_size,
+        );
+        let mut ct = Ciphertext::new(
+            LweCiphertextOwned::from_container(accumulator.to_vec(), native()),
+            Degree::new(levels.len() as u64 - 1),
+            NoiseLevel::NOMINAL,
+            params.message_modulus,
+            params.carry_modulus,
+            AtomicPatternKind::Standard(PBSOrder::KeyswitchBootstrap),
+        );
+        self.key.apply_lookup_table_assign(&mut ct, &lut);
+        accumulator.copy_from_slice(ct.ct.as_ref());
+    }
+
+    /// Number of table reads (PBS) per image.
+    pub fn pbs_count(&self) -> usize {
+        self.circuit.circuit.pbs_count()
+    }
+
+    /// Time of one keyswitch + PBS on one core, the median of `samples` reads of a fresh
+    /// trivial ciphertext's worth of work (what the latency floor is made of).
+    pub fn time_one_pbs(&self, samples: usize) -> Duration {
+        let lwe_size = big_lwe_size(self.circuit).0;
+        let levels = vec![0u32; self.circuit.circuit.lut_bits.entries()];
+        let output = LevelScale::of_stage(
+            self.circuit.circuit.lut_bits,
+            &self.circuit.circuit.stages[0],
+        );
+        // A non-trivial ciphertext (non-zero mask), so tfhe runs the full PBS.
+        let mut accumulator: Vec<u64> = (0..lwe_size as u64)
+            .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        let mut times: Vec<Duration> = (0..samples.max(1))
+            .map(|_| {
+                let start = Instant::now();
+                self.read_table(&mut accumulator, &levels, output);
+                start.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[times.len() / 2]
+    }
+}
+
+fn native() -> CiphertextModulus<u64> {
+    CiphertextModulus::new_native()
+}

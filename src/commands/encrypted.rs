@@ -1,0 +1,269 @@
+//! The encrypted workflow: `hecnn keygen`, `encrypt` and `decrypt` (the client), `run`
+//! (the server), and the in-process round trip that `eval --mode encrypted` and `bench`
+//! measure.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hecnn_compile::circuit::CircuitFile;
+use hecnn_datasets::image_file::load_image;
+use hecnn_datasets::{LabelledImages, Split};
+use hecnn_runtime::{
+    ClientKey, EncryptedResult, EvaluationKey, Evaluator, Prediction, Progress, Query, Timings,
+    generate,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{DataArgs, DecryptArgs, EncryptArgs, KeygenArgs, RunArgs};
+
+/// Reads a circuit file.
+pub fn load_circuit(path: &Path) -> Result<CircuitFile> {
+    CircuitFile::load(path).with_context(|| format!("loading the circuit file {}", path.display()))
+}
+
+/// The test set a circuit's model was trained on (or the one `data` names).
+pub fn test_images(circuit: &CircuitFile, data: &DataArgs) -> Result<LabelledImages> {
+    let source = data.source(&circuit.dataset);
+    let test = source
+        .load(Split::Test)
+        .with_context(|| format!("loading the {source} test set"))?;
+    if test.image_len() != circuit.input.shape.len() {
+        anyhow::bail!(
+            "the {source} images have {}x{} pixels, the circuit {} reads {}",
+            test.rows,
+            test.cols,
+            circuit.name,
+            circuit.input.shape
+        );
+    }
+    Ok(test)
+}
+
+/// A spinner for a step of unknown length.
+pub fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// One progress bar per stage, counting its table reads.
+#[derive(Default)]
+pub struct StageBars {
+    current: Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for StageBars {
+    fn stage_started(&self, label: &str, reads: usize) {
+        let bar = ProgressBar::new(reads as u64).with_style(
+            ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} PBS ({elapsed})")
+                .expect("the template is valid"),
+        );
+        bar.set_message(label.to_string());
+        *self.current.lock().expect("no panics while held") = Some(bar);
+    }
+
+    fn read_done(&self) {
+        if let Some(bar) = &*self.current.lock().expect("no panics while held") {
+            bar.inc(1);
+        }
+    }
+
+    fn stage_finished(&self) {
+        if let Some(bar) = self.current.lock().expect("no panics while held").take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Client and server in one process: what `eval --mode encrypted` and `bench` measure.
+pub struct LocalSession<'c> {
+    circuit: &'c CircuitFile,
+    client: ClientKey,
+    evaluator: Evaluator<'c>,
+}
+
+impl<'c> LocalSession<'c> {
+    /// The server side built from the evaluation key alone; the client keeps its key.
+    pub fn new(
+        circuit: &'c CircuitFile,
+        client: ClientKey,
+        evaluation: &EvaluationKey,
+    ) -> Result<Self> {
+        Ok(Self {
+            circuit,
+            client,
+            evaluator: Evaluator::new(circuit, evaluation)?,
+        })
+    }
+
+    /// Fresh keys, with a spinner; returns the session and the key generation time.
+    pub fn with_fresh_keys(circuit: &'c CircuitFile) -> Result<(Self, Duration)> {
+        let bar = spinner("generating keys");
+        let started = Instant::now();
+        let (client, evaluation) = generate(circuit);
+        let keygen = started.elapsed();
+        bar.set_message("decompressing the evaluation key");
+        let session = Self::new(circuit, client, &evaluation)?;
+        bar.finish_and_clear();
+        Ok((session, keygen))
+    }
+
+    /// Encrypts one image, evaluates it over ciphertexts, decrypts the result.
+    pub fn classify(&self, image: &[u8], progress: &dyn Progress) -> Result<(Prediction, Timings)> {
+        let query = self.client.encrypt(self.circuit, &[image])?;
+        let (result, timings) = self.evaluator.evaluate(&query, progress)?;
+        let prediction = self.client.decrypt(self.circuit, &result)?.remove(0);
+        Ok((prediction, timings[0]))
+    }
+
+    /// The server side.
+    pub fn evaluator(&self) -> &Evaluator<'c> {
+        &self.evaluator
+    }
+
+    /// The client side.
+    pub fn client(&self) -> &ClientKey {
+        &self.client
+    }
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+pub fn keygen(args: &KeygenArgs) -> Result<()> {
+    let circuit = load_circuit(&args.circuit)?;
+    let bar = spinner("generating keys");
+    let started = Instant::now();
+    let (client, evaluation) = generate(&circuit);
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let client_path = args.client_key.path(&args.circuit);
+    let eval_path = args.eval_key.path(&args.circuit);
+    client
+        .save(&client_path)
+        .with_context(|| format!("writing the client key {}", client_path.display()))?;
+    evaluation
+        .save(&eval_path)
+        .with_context(|| format!("writing the evaluation key {}", eval_path.display()))?;
+    println!(
+        "keys for {} ({}) generated in {:.1} s",
+        circuit.name,
+        circuit.parameter_set,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "client key      {}: secret, keep it on the client",
+        client_path.display()
+    );
+    println!(
+        "evaluation key  {} ({:.1} MiB): give it to the server",
+        eval_path.display(),
+        mib(std::fs::metadata(&eval_path).map_or(0, |m| m.len() as usize))
+    );
+    Ok(())
+}
+
+pub fn encrypt(args: &EncryptArgs) -> Result<()> {
+    let circuit = load_circuit(&args.circuit)?;
+    let key_path = args.client_key.path(&args.circuit);
+    let client = ClientKey::load(&key_path, &circuit)
+        .with_context(|| format!("loading the client key {}", key_path.display()))?;
+    if args.images.is_empty() && args.test_index.is_empty() {
+        anyhow::bail!("nothing to encrypt: give image files or --test-index");
+    }
+    let mut images = Vec::new();
+    for path in &args.images {
+        images.push(load_image(path)?);
+    }
+    if !args.test_index.is_empty() {
+        let test = test_images(&circuit, &args.data)?;
+        for &index in &args.test_index {
+            if index >= test.len() {
+                anyhow::bail!(
+                    "--test-index {index} is past the {} test images",
+                    test.len()
+                );
+            }
+            images.push(test.image(index).to_vec());
+        }
+    }
+    let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+    let query = client
+        .encrypt(&circuit, &refs)
+        .with_context(|| format!("encrypting for the circuit {}", args.circuit.display()))?;
+    query
+        .save(&args.output)
+        .with_context(|| format!("writing the query {}", args.output.display()))?;
+    let bytes = std::fs::metadata(&args.output).map_or(0, |m| m.len());
+    println!(
+        "query {}: {} image(s), {:.1} KiB",
+        args.output.display(),
+        query.len(),
+        bytes as f64 / 1024.0
+    );
+    Ok(())
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    if args.output.is_some() && args.queries.len() > 1 {
+        anyhow::bail!("--output names the result of a single query; give one query or none");
+    }
+    let circuit = load_circuit(&args.circuit)?;
+    let key_path = args.eval_key.path(&args.circuit);
+    let bar = spinner("loading the evaluation key");
+    let key = EvaluationKey::load(&key_path, &circuit)
+        .with_context(|| format!("loading the evaluation key {}", key_path.display()))?;
+    bar.set_message("decompressing the evaluation key");
+    let evaluator = Evaluator::new(&circuit, &key)?;
+    drop(key);
+    bar.finish_and_clear();
+    for query_path in &args.queries {
+        let query = Query::load(query_path, &circuit)
+            .with_context(|| format!("loading the query {}", query_path.display()))?;
+        let (result, timings) = evaluator.evaluate(&query, &StageBars::default())?;
+        let output = args
+            .output
+            .clone()
+            .unwrap_or_else(|| query_path.with_extension("result"));
+        result
+            .save(&output)
+            .with_context(|| format!("writing the result {}", output.display()))?;
+        for (index, t) in timings.iter().enumerate() {
+            println!(
+                "{} image {index}: {:.2} s ({} PBS, linear maps {:.0} ms)",
+                query_path.display(),
+                t.total().as_secs_f64(),
+                evaluator.pbs_count(),
+                t.linear.as_secs_f64() * 1e3
+            );
+        }
+        println!("result written to {}", output.display());
+    }
+    Ok(())
+}
+
+pub fn decrypt(args: &DecryptArgs) -> Result<()> {
+    let circuit = load_circuit(&args.circuit)?;
+    let key_path = args.client_key.path(&args.circuit);
+    let client = ClientKey::load(&key_path, &circuit)
+        .with_context(|| format!("loading the client key {}", key_path.display()))?;
+    let result = EncryptedResult::load(&args.result, &circuit)
+        .with_context(|| format!("loading the result {}", args.result.display()))?;
+    for (index, prediction) in client.decrypt(&circuit, &result)?.iter().enumerate() {
+        println!(
+            "image {index}: class {} ({})  logits {}",
+            prediction.class,
+            prediction.class_name,
+            prediction
+                .logits
+                .iter()
+                .map(|l| format!("{l:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    Ok(())
+}
