@@ -20,6 +20,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole pipeline in a few minutes: train, compile, keys, encrypt, run, decrypt.
+    Demo(DemoArgs),
     /// Train a network and export its model file.
     Train(TrainArgs),
     /// Compile a model file into a circuit file and print the compile report.
@@ -42,6 +44,17 @@ pub enum Command {
     Decrypt(DecryptArgs),
     /// Measure keys, sizes and encrypted latency of a circuit on this machine.
     Bench(BenchArgs),
+    /// Experiments that produce the tables of docs/.
+    #[command(subcommand)]
+    Experiment(Experiment),
+}
+
+/// The experiments.
+#[derive(Debug, Subcommand)]
+pub enum Experiment {
+    /// Every activation on each architecture: float, clear, simulate and encrypted
+    /// accuracy, PBS and latency, as a markdown table and a plot.
+    Activations(ExperimentActivationsArgs),
 }
 
 /// Which data set.
@@ -388,4 +401,66 @@ pub struct BenchArgs {
     pub pbs_samples: u64,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// Options of `hecnn demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Use this model file (trained with --qat) instead of training one.
+    #[arg(long, conflicts_with = "circuit")]
+    pub model: Option<PathBuf>,
+    /// Use this circuit file instead of training and compiling.
+    #[arg(long)]
+    pub circuit: Option<PathBuf>,
+    /// Test images classified encrypted.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub images: u64,
+    /// Training epochs of the demo's model.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub epochs: u64,
+    /// Architecture of the demo's model (built-in name or file).
+    #[arg(long, default_value = "compact")]
+    pub architecture: String,
+    /// Folder for the files the demo writes (model, circuit, keys, query, result).
+    #[arg(long, default_value = "hecnn-demo")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// Options of `hecnn experiment activations`.
+#[derive(Debug, Args)]
+pub struct ExperimentActivationsArgs {
+    /// Architectures (built-in names or files).
+    #[arg(long, value_delimiter = ',', default_value = "paper-cnn,compact")]
+    pub models: Vec<String>,
+    /// Activations.
+    #[arg(long, value_delimiter = ',', default_value = "relu,square,swish4,quad-relu,kernel-relu2,poly",
+          value_parser = clap::builder::PossibleValuesParser::new(Activation::NAMES))]
+    pub activations: Vec<String>,
+    /// Training epochs per model (QAT).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub epochs: u64,
+    /// Test images evaluated encrypted per model.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub encrypted_images: u64,
+    /// Table bits of the compiled circuits (calibrated ranges): one for all models, or one
+    /// per model in the order of --models.
+    #[arg(long, value_delimiter = ',', default_value = "6,5", value_parser = clap::value_parser!(u32).range(2..=8))]
+    pub lut_bits: Vec<u32>,
+    /// Target error probability per PBS of the compiled circuits.
+    #[arg(long, default_value = "2^-20")]
+    pub p_error: String,
+    /// Folder for the trained models (reused when present).
+    #[arg(long, default_value = "experiment")]
+    pub dir: PathBuf,
+    /// Train again even when a model file is present.
+    #[arg(long)]
+    pub retrain: bool,
+    /// Where to write the markdown table.
+    #[arg(long, default_value = "docs/experiment-activations.md")]
+    pub output: PathBuf,
+    /// Where to write the plot (SVG).
+    #[arg(long, default_value = "docs/experiment-activations.svg")]
+    pub plot: PathBuf,
 }

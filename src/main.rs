@@ -8,6 +8,7 @@ use clap::Parser;
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     match cli.command {
+        cli::Command::Demo(args) => commands::demo::run(&args),
         cli::Command::Train(args) => commands::train::run(&args),
         cli::Command::Compile(args) => commands::compile::run(&args),
         cli::Command::Inspect(args) => commands::compile::inspect(&args),
@@ -19,5 +20,8 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Run(args) => commands::encrypted::run(&args),
         cli::Command::Decrypt(args) => commands::encrypted::decrypt(&args),
         cli::Command::Bench(args) => commands::bench::run(&args),
+        cli::Command::Experiment(cli::Experiment::Activations(args)) => {
+            commands::experiment::activations(&args)
+        }
     }
 }

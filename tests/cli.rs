@@ -407,3 +407,54 @@ fn encrypted_workflow_with_files() {
         &["nothing to encrypt"],
     );
 }
+
+/// The activation experiment, reduced: two activations of the small MLP, one epoch, one
+/// encrypted image; the table and plot are written, with every column filled.
+#[test]
+fn activation_experiment_writes_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (table, plot) = (path("table.md"), path("plot.svg"));
+    let output = hecnn(&[
+        "experiment",
+        "activations",
+        "--models",
+        "mlp",
+        "--activations",
+        "relu,square",
+        "--epochs",
+        "1",
+        "--encrypted-images",
+        "1",
+        "--lut-bits",
+        "5",
+        "--dir",
+        &path("models"),
+        "--output",
+        &table,
+        "--plot",
+        &plot,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&table).unwrap();
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| mlp |")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for row in rows {
+        // model, activation, bits, set, PBS 128, four accuracies, agreement, latency.
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!((cells[3], cells[5]), ("5", "128"), "{row}");
+        assert!(
+            cells[6].ends_with('%') && cells[11].ends_with(" s"),
+            "{row}"
+        );
+    }
+    assert!(
+        text.contains("hecnn experiment activations --models mlp"),
+        "{text}"
+    );
+    assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
+    fails_with(
+        &["experiment", "activations", "--activations", "tanh"],
+        &["tanh"],
+    );
+}

@@ -16,7 +16,7 @@ use tfhe::core_crypto::prelude::{
 };
 
 use crate::encoding::LevelScale;
-use crate::envelope::{self, Binding, FileKind, payload};
+use crate::envelope::{self, Binding, FileKind, RuntimeFile, payload};
 use crate::error::RuntimeError;
 use crate::keys::{ClientKey, parameter_set};
 
@@ -94,6 +94,32 @@ fn check_lists(
         });
     }
     Ok(())
+}
+
+impl RuntimeFile for Query {
+    const KIND: FileKind = FileKind::Query;
+    type Payload = QueryPayload;
+
+    fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    fn payload(&self) -> &QueryPayload {
+        &self.images
+    }
+}
+
+impl RuntimeFile for EncryptedResult {
+    const KIND: FileKind = FileKind::Result;
+    type Payload = ResultPayload;
+
+    fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    fn payload(&self) -> &ResultPayload {
+        &self.logits
+    }
 }
 
 impl ClientKey {
@@ -214,16 +240,6 @@ impl Query {
         self.images.0.is_empty()
     }
 
-    /// The file bytes (their length is the query's size on the wire).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        envelope::to_bytes(FileKind::Query, &self.binding, &self.images)
-    }
-
-    /// Writes the query atomically.
-    pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
-        envelope::save(path, FileKind::Query, &self.binding, &self.images)
-    }
-
     /// Reads a query for `circuit`, refusing one of another circuit or of the wrong shape.
     pub fn load(path: &Path, circuit: &CircuitFile) -> Result<Self, RuntimeError> {
         let binding = Binding::of(circuit);
@@ -254,16 +270,6 @@ impl EncryptedResult {
     /// Whether it holds no image (never, for results built or loaded here).
     pub fn is_empty(&self) -> bool {
         self.logits.0.is_empty()
-    }
-
-    /// The file bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        envelope::to_bytes(FileKind::Result, &self.binding, &self.logits)
-    }
-
-    /// Writes the result atomically.
-    pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
-        envelope::save(path, FileKind::Result, &self.binding, &self.logits)
     }
 
     /// Reads a result for `circuit`, refusing one of another circuit or of the wrong shape.

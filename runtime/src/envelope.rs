@@ -240,6 +240,30 @@ pub fn load<T: DeserializeOwned + Unversionize + Named>(
     Ok(payload)
 }
 
+/// A runtime file: it writes itself in the one layout, bound to its circuit.
+pub trait RuntimeFile {
+    /// What the file holds.
+    const KIND: FileKind;
+    /// The content as stored.
+    type Payload: Serialize + Versionize + Named;
+
+    /// The circuit and parameter set it belongs to.
+    fn binding(&self) -> &Binding;
+
+    /// The content as stored.
+    fn payload(&self) -> &Self::Payload;
+
+    /// The file bytes (their length is its size on disk or on the wire).
+    fn to_bytes(&self) -> Vec<u8> {
+        to_bytes(Self::KIND, self.binding(), self.payload())
+    }
+
+    /// Writes the file atomically.
+    fn save(&self, path: &Path) -> Result<(), RuntimeError> {
+        save(path, Self::KIND, self.binding(), self.payload())
+    }
+}
+
 /// Declares a payload newtype: serialised transparently as its content, with a tfhe
 /// [`Named`] name so that `safe_serialization` refuses a payload of another kind.
 macro_rules! payload {
@@ -248,7 +272,7 @@ macro_rules! payload {
         #[derive(Clone, serde::Serialize, serde::Deserialize, tfhe_versionable::Versionize)]
         #[serde(transparent)]
         #[versionize(transparent)]
-        pub(crate) struct $name(pub(crate) $($inner)+);
+        pub struct $name(pub(crate) $($inner)+);
 
         impl tfhe::named::Named for $name {
             const NAME: &'static str = $tfhe_name;

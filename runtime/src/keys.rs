@@ -16,7 +16,7 @@ use tfhe::shortint::ciphertext::MaxDegree;
 use tfhe::shortint::parameters::ShortintParameterSet;
 use tfhe::shortint::{CompressedServerKey, ServerKey};
 
-use crate::envelope::{self, Binding, FileKind, payload};
+use crate::envelope::{self, Binding, FileKind, RuntimeFile, payload};
 use crate::error::RuntimeError;
 
 payload!(
@@ -66,26 +66,37 @@ pub fn generate(circuit: &CircuitFile) -> (ClientKey, EvaluationKey) {
     )
 }
 
+impl RuntimeFile for ClientKey {
+    const KIND: FileKind = FileKind::ClientKey;
+    type Payload = ClientKeyPayload;
+
+    fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    fn payload(&self) -> &ClientKeyPayload {
+        &self.key
+    }
+}
+
+impl RuntimeFile for EvaluationKey {
+    const KIND: FileKind = FileKind::EvaluationKey;
+    type Payload = EvaluationKeyPayload;
+
+    fn binding(&self) -> &Binding {
+        &self.binding
+    }
+
+    fn payload(&self) -> &EvaluationKeyPayload {
+        &self.key
+    }
+}
+
 impl ClientKey {
     /// The key and noise distribution fresh encryptions use: the big (GLWE-derived) LWE
     /// key, as the circuit's first stage reads fresh ciphertexts under it.
     pub(crate) fn encryption_key(&self) -> (LweSecretKeyView<'_, u64>, DynamicDistribution<u64>) {
         self.key.0.encryption_key_and_noise()
-    }
-
-    /// The circuit and parameter set this key is for.
-    pub fn binding(&self) -> &Binding {
-        &self.binding
-    }
-
-    /// The file bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        envelope::to_bytes(FileKind::ClientKey, &self.binding, &self.key)
-    }
-
-    /// Writes the key atomically.
-    pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
-        envelope::save(path, FileKind::ClientKey, &self.binding, &self.key)
     }
 
     /// Reads a client key for `circuit`, refusing one of another circuit or set.
@@ -104,21 +115,6 @@ impl ClientKey {
 }
 
 impl EvaluationKey {
-    /// The circuit and parameter set this key is for.
-    pub fn binding(&self) -> &Binding {
-        &self.binding
-    }
-
-    /// The file bytes (their length is the key's size on disk).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        envelope::to_bytes(FileKind::EvaluationKey, &self.binding, &self.key)
-    }
-
-    /// Writes the key atomically.
-    pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
-        envelope::save(path, FileKind::EvaluationKey, &self.binding, &self.key)
-    }
-
     /// Reads an evaluation key for `circuit`, refusing one of another circuit or set, or
     /// one whose dimensions are not those of the set (tfhe's conformance check), so that a
     /// crafted key cannot make evaluation fail half-way.

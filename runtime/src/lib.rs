@@ -15,6 +15,7 @@ pub mod lut;
 pub mod server;
 
 pub use client::{EncryptedResult, Prediction, Query};
+pub use envelope::RuntimeFile;
 pub use error::RuntimeError;
 pub use keys::{ClientKey, EvaluationKey, generate};
 pub use server::{Evaluator, NoProgress, Progress, Timings};

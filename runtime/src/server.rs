@@ -20,7 +20,7 @@ use tfhe::shortint::{AtomicPatternKind, Ciphertext, PBSOrder, ServerKey};
 
 use crate::client::{EncryptedResult, Query, ResultPayload, big_lwe_size};
 use crate::encoding::LevelScale;
-use crate::envelope::{Binding, FileKind};
+use crate::envelope::{Binding, FileKind, RuntimeFile};
 use crate::error::RuntimeError;
 use crate::keys::{EvaluationKey, parameter_set};
 use crate::lut::lookup_table;
@@ -243,11 +243,12 @@ impl<'c> Evaluator<'c> {
         self.circuit.circuit.pbs_count()
     }
 
-    /// Time of one keyswitch + PBS on one core, the median of `samples` reads of a fresh
-    /// trivial ciphertext's worth of work (what the latency floor is made of).
+    /// Time of one keyswitch + PBS on one core, the median of `samples` table reads (what
+    /// the latency floor is made of).
     pub fn time_one_pbs(&self, samples: usize) -> Duration {
         let lwe_size = big_lwe_size(self.circuit).0;
-        let levels = vec![0u32; self.circuit.circuit.lut_bits.entries()];
+        // Distinct entries: tfhe's blind rotation of an all-zero table is not representative.
+        let levels: Vec<u32> = (1..=self.circuit.circuit.lut_bits.entries() as u32).collect();
         let output = LevelScale::of_stage(
             self.circuit.circuit.lut_bits,
             &self.circuit.circuit.stages[0],

@@ -10,7 +10,8 @@ use hecnn_compile::circuit::{
 use hecnn_compile::model::Shape;
 use hecnn_compile::simulate::Simulator;
 use hecnn_runtime::{
-    ClientKey, EncryptedResult, EvaluationKey, Evaluator, NoProgress, Query, RuntimeError, generate,
+    ClientKey, EncryptedResult, EvaluationKey, Evaluator, NoProgress, Query, RuntimeError,
+    RuntimeFile, generate,
 };
 use rand::{Rng, SeedableRng};
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use hecnn_compile::simulate::Simulator;
-use hecnn_runtime::{NoProgress, generate};
+use hecnn_runtime::{NoProgress, RuntimeFile, generate};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::BenchArgs;

@@ -11,8 +11,8 @@ use hecnn_compile::circuit::CircuitFile;
 use hecnn_datasets::image_file::load_image;
 use hecnn_datasets::{LabelledImages, Split};
 use hecnn_runtime::{
-    ClientKey, EncryptedResult, EvaluationKey, Evaluator, Prediction, Progress, Query, Timings,
-    generate,
+    ClientKey, EncryptedResult, EvaluationKey, Evaluator, Prediction, Progress, Query, RuntimeFile,
+    Timings, generate,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 

@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hecnn_compile::circuit::CircuitFile;
@@ -75,6 +76,34 @@ fn predictions(
         .collect();
     bar.finish_and_clear();
     predicted
+}
+
+/// Predictions of a circuit in clear mode, or in simulate mode with noise from `seed`.
+pub fn circuit_predictions(
+    file: &CircuitFile,
+    noisy: bool,
+    data: &LabelledImages,
+    seed: u64,
+) -> Vec<usize> {
+    let (mode, simulator) = if noisy {
+        let set = params::by_name(&file.parameter_set).expect("circuit files name known sets");
+        (Mode::Simulate, Simulator::noisy(&file.circuit, &set))
+    } else {
+        (Mode::Clear, Simulator::clear(&file.circuit))
+    };
+    predictions(mode, data, |i, image| {
+        argmax(&simulator.logits(image, seed.wrapping_mul(1 << 32) ^ i as u64))
+    })
+}
+
+/// Fraction of predictions equal to the labels.
+pub fn accuracy(predicted: &[usize], labels: &[u8]) -> f64 {
+    let correct = predicted
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p == usize::from(**l))
+        .count();
+    correct as f64 / labels.len().max(1) as f64
 }
 
 fn fraction(count: usize, total: usize) -> f64 {
@@ -158,32 +187,19 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             }
             Mode::Encrypted => {
                 let file = file.as_ref().expect("compiled above for this mode");
-                encrypted_predictions(file, &test)?
+                encrypted_predictions(file, &test)?.0
             }
-            Mode::Clear | Mode::Simulate => {
-                let file = file.as_ref().expect("compiled above for these modes");
-                let simulator = if mode == Mode::Clear {
-                    Simulator::clear(&file.circuit)
-                } else {
-                    let set = params::by_name(&file.parameter_set)
-                        .expect("circuit files name known sets");
-                    Simulator::noisy(&file.circuit, &set)
-                };
-                let seed = args.seed;
-                predictions(mode, &test, |i, image| {
-                    argmax(&simulator.logits(image, seed.wrapping_mul(1 << 32) ^ i as u64))
-                })
-            }
+            Mode::Clear | Mode::Simulate => circuit_predictions(
+                file.as_ref().expect("compiled above for these modes"),
+                mode == Mode::Simulate,
+                &test,
+                args.seed,
+            ),
         };
-        let correct = predicted
-            .iter()
-            .zip(&test.labels)
-            .filter(|(p, l)| **p == usize::from(**l))
-            .count();
         println!(
             "{:<8} accuracy {:.2}% on {} {source} test images",
             format!("{mode:?}").to_lowercase(),
-            fraction(correct, test.len()),
+            100.0 * accuracy(&predicted, &test.labels),
             test.len()
         );
         results.push((mode, predicted));
@@ -236,8 +252,12 @@ fn print_agreement(results: &[(Mode, Vec<usize>)], labels: &[u8]) {
 }
 
 /// Every image encrypted under fresh keys, evaluated over ciphertexts, decrypted, one
-/// after the other (each evaluation uses every core); prints the latency distribution.
-fn encrypted_predictions(file: &CircuitFile, data: &LabelledImages) -> Result<Vec<usize>> {
+/// after the other (each evaluation uses every core); prints the latency distribution and
+/// returns the predictions and the sorted latencies.
+pub fn encrypted_predictions(
+    file: &CircuitFile,
+    data: &LabelledImages,
+) -> Result<(Vec<usize>, Vec<Duration>)> {
     let (session, keygen) = LocalSession::with_fresh_keys(file)?;
     println!(
         "encrypted: keys for {} generated in {:.1} s",
@@ -267,7 +287,7 @@ fn encrypted_predictions(file: &CircuitFile, data: &LabelledImages) -> Result<Ve
         at(1.0),
         file.circuit.pbs_count()
     );
-    Ok(predicted)
+    Ok((predicted, latencies))
 }
 
 pub fn predict(args: &PredictArgs) -> Result<()> {

@@ -3,6 +3,8 @@
 pub mod activations;
 pub mod bench;
 pub mod compile;
+pub mod demo;
 pub mod encrypted;
 pub mod eval;
+pub mod experiment;
 pub mod train;

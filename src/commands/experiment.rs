@@ -1,0 +1,272 @@
+//! `hecnn experiment activations`: the seeds' claim, measured. For each activation and
+//! architecture: train with QAT, compile, then float, clear and simulate accuracy on the
+//! full test set, encrypted accuracy on a sample, PBS count and encrypted latency; written
+//! as a markdown table and a plot.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hecnn_compile::model::ModelFile;
+use hecnn_compile::reference::ReferenceModel;
+use hecnn_datasets::Split;
+use plotters::prelude::*;
+
+use crate::cli::{CircuitArgs, DataArgs, ExperimentActivationsArgs, TrainArgs};
+use crate::commands::bench::median;
+use crate::commands::compile::compile_model;
+use crate::commands::demo::step;
+use crate::commands::eval::{accuracy, circuit_predictions, encrypted_predictions, float_accuracy};
+
+/// One measured (architecture, activation).
+struct Row {
+    model: String,
+    activation: String,
+    lut_bits: u32,
+    parameter_set: String,
+    pbs: usize,
+    float: f64,
+    clear: f64,
+    simulate: f64,
+    encrypted: f64,
+    encrypted_images: usize,
+    agreement_with_clear: f64,
+    latency: Duration,
+}
+
+/// One accuracy of a row.
+type RowValue = fn(&Row) -> f64;
+
+/// `V1_6_PARAM_MESSAGE_3_CARRY_1_KS_PBS_GAUSSIAN_2M128` -> `3_1 GAUSSIAN 2M128`.
+fn short_set(name: &str) -> String {
+    name.split("MESSAGE_")
+        .nth(1)
+        .map_or(name.to_string(), |rest| {
+            rest.replace("_CARRY_", "_")
+                .replace("_KS_PBS_", " ")
+                .replace('_', " ")
+        })
+}
+
+fn table(rows: &[Row], command: &str) -> String {
+    let mut md = String::new();
+    writeln!(md, "# HE-friendly activations, measured\n").unwrap();
+    writeln!(md, "Made by `{command}` on this 2-core machine.\n").unwrap();
+    writeln!(
+        md,
+        "Float, clear and simulate: the full MNIST test set (10 000 images). Encrypted: the first test images, really encrypted, evaluated and decrypted one after the other; latency is their median.\n"
+    )
+    .unwrap();
+    writeln!(md, "| model | activation | table bits | parameter set | PBS | float | clear | simulate | encrypted | encrypted = clear | latency |").unwrap();
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
+    for r in rows {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {:.2}% | {:.2}% | {:.2}% | {:.0}% of {} | {:.0}% | {:.2} s |",
+            r.model,
+            r.activation,
+            r.lut_bits,
+            short_set(&r.parameter_set),
+            r.pbs,
+            100.0 * r.float,
+            100.0 * r.clear,
+            100.0 * r.simulate,
+            100.0 * r.encrypted,
+            r.encrypted_images,
+            100.0 * r.agreement_with_clear,
+            r.latency.as_secs_f64()
+        )
+        .unwrap();
+    }
+    md
+}
+
+/// Accuracy per activation, one line per (model, mode).
+fn plot(path: &Path, rows: &[Row], activations: &[String]) -> Result<()> {
+    let lowest = rows
+        .iter()
+        .flat_map(|r| [r.float, r.clear, r.simulate])
+        .fold(1.0f64, f64::min);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Test accuracy by activation (QAT, compiled)",
+                ("sans-serif", 22),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(
+                -0.5..activations.len() as f64 - 0.5,
+                (100.0 * lowest - 1.0).floor()..100.0,
+            )?;
+        chart
+            .configure_mesh()
+            .x_labels(activations.len())
+            .x_label_formatter(&|x| {
+                activations
+                    .get(x.round() as usize)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .y_desc("accuracy (%)")
+            .draw()?;
+        let models: Vec<&str> = {
+            let mut m: Vec<&str> = rows.iter().map(|r| r.model.as_str()).collect();
+            m.dedup();
+            m
+        };
+        let modes: [(&str, RowValue); 3] = [
+            ("float", |r| r.float),
+            ("clear", |r| r.clear),
+            ("simulate", |r| r.simulate),
+        ];
+        for (i, model) in models.iter().enumerate() {
+            for (k, (mode, value)) in modes.iter().enumerate() {
+                let color = Palette99::pick(3 * i + k).to_rgba();
+                let points: Vec<(f64, f64)> = rows
+                    .iter()
+                    .filter(|r| r.model == *model)
+                    .filter_map(|r| {
+                        let x = activations.iter().position(|a| *a == r.activation)?;
+                        Some((x as f64, 100.0 * value(r)))
+                    })
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(
+                        points.iter().copied(),
+                        color.stroke_width(2),
+                    ))?
+                    .label(format!("{model} {mode}"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    hecnn_compile::io::write_atomic(path, svg.as_bytes())?;
+    Ok(())
+}
+
+pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating the experiment folder {}", args.dir.display()))?;
+    let data: DataArgs = step("data", &[]);
+    let test = data
+        .source("mnist")
+        .load(Split::Test)
+        .context("loading the MNIST test set")?;
+    let sample = test.truncated(args.encrypted_images as usize);
+    if args.lut_bits.len() != 1 && args.lut_bits.len() != args.models.len() {
+        anyhow::bail!(
+            "--lut-bits gives {} widths for {} models: give one, or one per model",
+            args.lut_bits.len(),
+            args.models.len()
+        );
+    }
+    let lut_bits = |model: usize| args.lut_bits[model.min(args.lut_bits.len() - 1)].to_string();
+    let command = format!(
+        "hecnn experiment activations --models {} --activations {} --epochs {} --encrypted-images {} --lut-bits {} --p-error {}",
+        args.models.join(","),
+        args.activations.join(","),
+        args.epochs,
+        args.encrypted_images,
+        args.lut_bits
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        args.p_error
+    );
+    let mut rows = Vec::new();
+    for (model_index, model_name) in args.models.iter().enumerate() {
+        let circuit_args: CircuitArgs = step(
+            "compile",
+            &[
+                "--ranges",
+                "calibrated",
+                "--lut-bits",
+                &lut_bits(model_index),
+                "--p-error",
+                &args.p_error,
+            ],
+        );
+        for activation in &args.activations {
+            println!("\n== {model_name} with {activation}");
+            let path = args.dir.join(format!("{model_name}-{activation}.json"));
+            if args.retrain || !path.exists() {
+                let epochs = args.epochs.to_string();
+                crate::commands::train::run(&step::<TrainArgs>(
+                    "train",
+                    &[
+                        "--model",
+                        model_name,
+                        "--activation",
+                        activation,
+                        "--qat",
+                        "--epochs",
+                        &epochs,
+                        "-o",
+                        path.to_str().unwrap_or_default(),
+                    ],
+                ))?;
+            }
+            let model = ModelFile::load(&path)
+                .with_context(|| format!("loading the model file {}", path.display()))?;
+            let compiled = compile_model(&model, &circuit_args, &data)
+                .with_context(|| format!("compiling {}", path.display()))?;
+            let file = &compiled.file;
+            let clear = circuit_predictions(file, false, &test, 1);
+            let simulate = circuit_predictions(file, true, &test, 1);
+            let (encrypted, mut latencies) = encrypted_predictions(file, &sample)?;
+            let agreeing = encrypted.iter().zip(&clear).filter(|(a, b)| a == b).count();
+            let row = Row {
+                model: model_name.clone(),
+                activation: activation.clone(),
+                lut_bits: file.circuit.lut_bits.get(),
+                parameter_set: file.parameter_set.clone(),
+                pbs: file.circuit.pbs_count(),
+                float: float_accuracy(&ReferenceModel::new(&model), &test),
+                clear: accuracy(&clear, &test.labels),
+                simulate: accuracy(&simulate, &test.labels),
+                encrypted: accuracy(&encrypted, &sample.labels),
+                encrypted_images: sample.len(),
+                agreement_with_clear: agreeing as f64 / sample.len() as f64,
+                latency: median(&mut latencies),
+            };
+            println!(
+                "float {:.2}%, clear {:.2}%, simulate {:.2}%, encrypted {:.0}% of {}",
+                100.0 * row.float,
+                100.0 * row.clear,
+                100.0 * row.simulate,
+                100.0 * row.encrypted,
+                row.encrypted_images
+            );
+            rows.push(row);
+            // Written after every row, so that a long run leaves what it measured.
+            hecnn_compile::io::write_atomic(&args.output, table(&rows, &command).as_bytes())
+                .with_context(|| format!("writing {}", args.output.display()))?;
+        }
+    }
+    plot(&args.plot, &rows, &args.activations)
+        .with_context(|| format!("writing the plot {}", args.plot.display()))?;
+    println!("\n{}", table(&rows, &command));
+    println!(
+        "table written to {}, plot to {}",
+        args.output.display(),
+        args.plot.display()
+    );
+    Ok(())
+}
