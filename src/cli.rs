@@ -57,6 +57,18 @@ pub enum Experiment {
     Activations(ExperimentActivationsArgs),
 }
 
+/// Options of a step, parsed as the user would type them.
+#[derive(Parser)]
+struct Step<T: clap::Args> {
+    #[command(flatten)]
+    args: T,
+}
+
+/// The options of a step, as `hecnn COMMAND ARGS...` would parse them (defaults included).
+pub fn step<T: clap::Args>(command: &str, args: &[&str]) -> T {
+    Step::<T>::parse_from(std::iter::once(command).chain(args.iter().copied())).args
+}
+
 /// Which data set.
 #[derive(Debug, Args)]
 pub struct DataArgs {

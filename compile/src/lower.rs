@@ -137,15 +137,16 @@ pub fn lower(model: &ModelFile, options: LowerOptions) -> Result<Circuit, LowerE
             .iter()
             .map(|b| (b.min, b.max))
             .collect();
+        // What tables and logits are sized for: guaranteed bounds, or what calibration saw.
+        let ranges = match options.ranges {
+            Ranges::WorstCase => worst_case,
+            Ranges::Calibrated(_) => calibrated_ranges(&linear, &calibration, &worst_case),
+        };
         let (rounding_bits, read) = match folded.layers.get(next) {
             None => {
                 // Logits are decoded as signed values: |A| < 2^(p+k-1) keeps them clear of
                 // the wrap at 2^(p+k) with room for noise. Their noise is fixed on the
                 // torus, so the least k (the finest encoding) the ranges allow is best.
-                let ranges = match options.ranges {
-                    Ranges::WorstCase => worst_case,
-                    Ranges::Calibrated(_) => calibrated_ranges(&linear, &calibration, &worst_case),
-                };
                 let magnitude = ranges
                     .iter()
                     .map(|&(lo, hi)| lo.unsigned_abs().max(hi.unsigned_abs()))
@@ -165,10 +166,6 @@ pub fn lower(model: &ModelFile, options: LowerOptions) -> Result<Circuit, LowerE
                         "activation outputs were not quantised in training: train with --qat",
                     )
                 })?;
-                let ranges = match options.ranges {
-                    Ranges::WorstCase => worst_case,
-                    Ranges::Calibrated(_) => calibrated_ranges(&linear, &calibration, &worst_case),
-                };
                 let (rounding_bits, tables) = build_tables(
                     &ranges,
                     &scale,

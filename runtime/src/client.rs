@@ -63,35 +63,58 @@ pub struct Prediction {
     pub logits: Vec<f64>,
 }
 
-/// Checks that every list of a file has `count` ciphertexts of the circuit's size.
+/// The shape of one image's ciphertext list, whichever form it is stored in.
+trait ListShape {
+    /// Ciphertext size, ciphertext count, modulus.
+    fn shape(&self) -> (LweSize, usize, CiphertextModulus<u64>);
+}
+
+impl ListShape for SeededLweCiphertextList<Vec<u64>> {
+    fn shape(&self) -> (LweSize, usize, CiphertextModulus<u64>) {
+        (
+            self.lwe_size(),
+            self.lwe_ciphertext_count().0,
+            self.ciphertext_modulus(),
+        )
+    }
+}
+
+impl ListShape for LweCiphertextList<Vec<u64>> {
+    fn shape(&self) -> (LweSize, usize, CiphertextModulus<u64>) {
+        (
+            self.lwe_size(),
+            self.lwe_ciphertext_count().0,
+            self.ciphertext_modulus(),
+        )
+    }
+}
+
+/// Checks that a file holds at least one image, and that every image's list has `count`
+/// ciphertexts of the circuit's size.
 fn check_lists(
-    lists: impl Iterator<Item = (LweSize, usize, CiphertextModulus<u64>)>,
+    lists: &[impl ListShape],
     circuit: &CircuitFile,
     count: usize,
     path: &Path,
     kind: FileKind,
 ) -> Result<(), RuntimeError> {
-    let size = big_lwe_size(circuit);
-    let mut images = 0;
-    for (index, (lwe_size, len, modulus)) in lists.enumerate() {
-        if lwe_size != size || len != count || !modulus.is_native_modulus() {
-            return Err(RuntimeError::Mismatch {
-                path: path.display().to_string(),
-                kind,
-                reason: format!(
-                    "image {index} has {len} ciphertexts of size {}, the circuit needs {count} of size {}",
-                    lwe_size.0, size.0
-                ),
-            });
-        }
-        images += 1;
+    let mismatch = |reason: String| RuntimeError::Mismatch {
+        path: path.display().to_string(),
+        kind,
+        reason,
+    };
+    if lists.is_empty() {
+        return Err(mismatch("it holds no image".into()));
     }
-    if images == 0 {
-        return Err(RuntimeError::Mismatch {
-            path: path.display().to_string(),
-            kind,
-            reason: "it holds no image".into(),
-        });
+    let size = big_lwe_size(circuit);
+    for (index, list) in lists.iter().enumerate() {
+        let (lwe_size, len, modulus) = list.shape();
+        if lwe_size != size || len != count || !modulus.is_native_modulus() {
+            return Err(mismatch(format!(
+                "image {index} has {len} ciphertexts of size {}, the circuit needs {count} of size {}",
+                lwe_size.0, size.0
+            )));
+        }
     }
     Ok(())
 }
@@ -245,13 +268,7 @@ impl Query {
         let binding = Binding::of(circuit);
         let images: QueryPayload = envelope::load(path, FileKind::Query, &binding)?;
         check_lists(
-            images.0.iter().map(|list| {
-                (
-                    list.lwe_size(),
-                    list.lwe_ciphertext_count().0,
-                    list.ciphertext_modulus(),
-                )
-            }),
+            &images.0,
             circuit,
             circuit.input.shape.len(),
             path,
@@ -277,13 +294,7 @@ impl EncryptedResult {
         let binding = Binding::of(circuit);
         let logits: ResultPayload = envelope::load(path, FileKind::Result, &binding)?;
         check_lists(
-            logits.0.iter().map(|list| {
-                (
-                    list.lwe_size(),
-                    list.lwe_ciphertext_count().0,
-                    list.ciphertext_modulus(),
-                )
-            }),
+            &logits.0,
             circuit,
             circuit.class_names.len(),
             path,

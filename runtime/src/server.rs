@@ -13,8 +13,9 @@ use hecnn_compile::circuit::{CircuitFile, Read, Stage};
 use rayon::prelude::*;
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
 use tfhe::core_crypto::prelude::{
-    CiphertextModulus, LweCiphertextList, LweCiphertextOwned, SeededLweCiphertextList,
+    CiphertextModulus, LweCiphertextList, LweCiphertextOwned, LweSize, SeededLweCiphertextList,
 };
+use tfhe::shortint::ClassicPBSParameters;
 use tfhe::shortint::ciphertext::{Degree, NoiseLevel};
 use tfhe::shortint::{AtomicPatternKind, Ciphertext, PBSOrder, ServerKey};
 
@@ -124,6 +125,10 @@ impl LinearPlan {
 pub struct Evaluator<'c> {
     circuit: &'c CircuitFile,
     binding: Binding,
+    /// The circuit's parameter set, looked up once rather than at every read.
+    params: ClassicPBSParameters,
+    /// Size of every ciphertext the evaluation handles.
+    lwe_size: LweSize,
     key: ServerKey,
     plans: Vec<LinearPlan>,
 }
@@ -144,6 +149,8 @@ impl<'c> Evaluator<'c> {
         Ok(Self {
             circuit,
             binding,
+            params: parameter_set(circuit).params,
+            lwe_size: big_lwe_size(circuit),
             key: key.decompress(),
             plans,
         })
@@ -179,7 +186,7 @@ impl<'c> Evaluator<'c> {
         image: &SeededLweCiphertextList<Vec<u64>>,
         progress: &dyn Progress,
     ) -> (LweCiphertextList<Vec<u64>>, Timings) {
-        let lwe_size = big_lwe_size(self.circuit).0;
+        let lwe_size = self.lwe_size.0;
         let mut timings = Timings::default();
         let mut x = image
             .clone()
@@ -211,7 +218,7 @@ impl<'c> Evaluator<'c> {
             x = accumulators;
         }
         (
-            LweCiphertextList::from_container(x, big_lwe_size(self.circuit), native()),
+            LweCiphertextList::from_container(x, self.lwe_size, native()),
             timings,
         )
     }
@@ -219,7 +226,7 @@ impl<'c> Evaluator<'c> {
     /// Replaces `accumulator` by the encryption of its table entry: keyswitch, then PBS
     /// with the table's polynomial.
     fn read_table(&self, accumulator: &mut [u64], levels: &[u32], output: LevelScale) {
-        let params = parameter_set(self.circuit).params;
+        let params = &self.params;
         let lut = lookup_table(
             levels,
             output,
@@ -246,7 +253,7 @@ impl<'c> Evaluator<'c> {
     /// Time of one keyswitch + PBS on one core, the median of `samples` table reads (what
     /// the latency floor is made of).
     pub fn time_one_pbs(&self, samples: usize) -> Duration {
-        let lwe_size = big_lwe_size(self.circuit).0;
+        let lwe_size = self.lwe_size.0;
         // Distinct entries: tfhe's blind rotation of an all-zero table is not representative.
         let levels: Vec<u32> = (1..=self.circuit.circuit.lut_bits.entries() as u32).collect();
         let output = LevelScale::of_stage(

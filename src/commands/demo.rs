@@ -7,27 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use hecnn_compile::model::ModelFile;
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_compile::simulate::Simulator;
 use hecnn_runtime::{ClientKey, EvaluationKey, Evaluator, Query, RuntimeFile, generate};
 
-use crate::cli::{CompileArgs, DemoArgs, TrainArgs};
+use crate::cli::{CompileArgs, DemoArgs, TrainArgs, step};
 use crate::commands::bench::median;
 use crate::commands::encrypted::{StageBars, load_circuit, spinner, test_images};
-
-/// Options of a step, parsed as the user would type them.
-#[derive(Parser)]
-struct Step<T: clap::Args> {
-    #[command(flatten)]
-    args: T,
-}
-
-/// The options of a step, as `hecnn COMMAND ARGS...` would parse them (defaults included).
-pub fn step<T: clap::Args>(command: &str, args: &[&str]) -> T {
-    Step::<T>::parse_from(std::iter::once(command).chain(args.iter().copied())).args
-}
 
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap_or_default()

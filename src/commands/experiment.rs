@@ -13,10 +13,9 @@ use hecnn_compile::reference::ReferenceModel;
 use hecnn_datasets::Split;
 use plotters::prelude::*;
 
-use crate::cli::{CircuitArgs, DataArgs, ExperimentActivationsArgs, TrainArgs};
+use crate::cli::{CircuitArgs, DataArgs, ExperimentActivationsArgs, TrainArgs, step};
 use crate::commands::bench::median;
 use crate::commands::compile::compile_model;
-use crate::commands::demo::step;
 use crate::commands::eval::{accuracy, circuit_predictions, encrypted_predictions, float_accuracy};
 
 /// One measured (architecture, activation).
