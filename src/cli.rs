@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hecnn_compile::activation::{Activation, DEFAULT_RANGE};
-use hecnn_compile::circuit::LutBits;
+use hecnn_compile::lower::RangeSource;
+use hecnn_compile::quantize::LutBits;
 use hecnn_datasets::DatasetSource;
 
 /// Train CNNs with HE-friendly activations, compile them to TFHE circuits, and classify
@@ -127,6 +128,19 @@ pub struct TrainArgs {
     /// Activation output width in QAT.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub activation_bits: u8,
+    /// Circuit-aware training (with --qat): read every activation's inputs on the grid of
+    /// a table of 2^N entries, as the compiled circuit will (one width, or one per
+    /// activation layer: `4,5`).
+    #[arg(long, value_parser = parse_lut_widths, requires = "qat")]
+    pub lut_bits: Option<LutWidths>,
+    /// Read noise sampled in circuit-aware training, in table entries (standard
+    /// deviation): what an encrypted read adds (the compile report's `std (box)`).
+    #[arg(long, default_value_t = 0.15, requires = "lut_bits")]
+    pub read_noise: f64,
+    /// Start from this model file instead of a fresh network (fine-tuning: float -> QAT ->
+    /// circuit-aware); --model and --activation are then unused.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Passes over the training data.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
@@ -172,23 +186,41 @@ pub enum Mode {
     Encrypted,
 }
 
-/// Table width: a number of bits, or chosen automatically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Table widths: bits per stage with tables, or chosen automatically.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LutChoice {
-    /// The smallest width that keeps the float model's predictions on the calibration set.
+    /// As trained for models trained on read grids, else the smallest width that keeps
+    /// the float model's predictions on the calibration set.
     Auto,
-    /// This width.
-    Bits(LutBits),
+    /// These widths, one per stage with tables (the last repeating).
+    Bits(Vec<LutBits>),
+}
+
+/// Table widths, one per stage with tables (the last repeating).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LutWidths(pub Vec<LutBits>);
+
+/// Table widths written `5` or `4,5`.
+fn parse_lut_widths(text: &str) -> Result<LutWidths, String> {
+    text.split(',')
+        .map(|part| {
+            let bits: u32 = part
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected a number of bits, not {part:?}"))?;
+            LutBits::new(bits).map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()
+        .map(LutWidths)
 }
 
 fn parse_lut_choice(text: &str) -> Result<LutChoice, String> {
     if text == "auto" {
         return Ok(LutChoice::Auto);
     }
-    let bits: u32 = text
-        .parse()
-        .map_err(|_| format!("expected `auto` or a number of bits, not {text:?}"))?;
-    LutBits::new(bits).map(LutChoice::Bits)
+    parse_lut_widths(text)
+        .map(|widths| LutChoice::Bits(widths.0))
+        .map_err(|e| format!("{e} (or `auto`)"))
 }
 
 /// `log2` of a probability written `2^-40` or `1e-12`.
@@ -209,9 +241,22 @@ fn parse_log2_probability(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Accuracy points, 0 to 100.
+fn parse_points(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .ok_or_else(|| format!("expected accuracy points from 0 to 100, not {text:?}"))
+}
+
 /// Where accumulator ranges come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RangeChoice {
+    /// `trained` for models trained on read grids, else `worst-case`.
+    Auto,
+    /// The grids the network was trained on (`hecnn train --qat --lut-bits`): the circuit
+    /// computes the trained network.
+    Trained,
     /// Guaranteed bounds: no input can wrap around a table.
     WorstCase,
     /// Ranges seen on the calibration images (plus a margin): finer tables, but an input
@@ -219,19 +264,37 @@ pub enum RangeChoice {
     Calibrated,
 }
 
+impl RangeChoice {
+    /// The library's choice, `None` for automatic.
+    pub fn source(self) -> Option<RangeSource> {
+        match self {
+            Self::Auto => None,
+            Self::Trained => Some(RangeSource::Trained),
+            Self::WorstCase => Some(RangeSource::WorstCase),
+            Self::Calibrated => Some(RangeSource::Calibrated),
+        }
+    }
+}
+
 /// How a model is compiled.
 #[derive(Debug, Args)]
 pub struct CircuitArgs {
-    /// Table input bits (tables of 2^N entries), or `auto`: the smallest that keeps the
-    /// float model's predictions on the calibration images.
+    /// Table input bits (tables of 2^N entries), one for all stages or one per stage
+    /// (`4,5`), or `auto`: as trained for models trained on read grids, else the smallest
+    /// width that keeps the float model's predictions on the calibration images.
     #[arg(long, default_value = "auto", value_parser = parse_lut_choice)]
     pub lut_bits: LutChoice,
     /// Target probability that one PBS reads a wrong table entry (`2^-40`, `1e-12`).
     #[arg(long, default_value = "2^-40", value_parser = parse_log2_probability)]
     pub p_error: f64,
     /// Where the accumulator ranges that size the tables come from.
-    #[arg(long, value_enum, default_value = "worst-case")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub ranges: RangeChoice,
+    /// Take the cheapest parameter set meeting --p-error whose simulated accuracy on the
+    /// calibration images is at most this many points below the clear circuit's (100:
+    /// by --p-error alone).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_points)]
+    pub accuracy_margin: f64,
     /// Calibration images: the first N of the validation split (the last 5000 training
     /// images, never the test set).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=50_000))]

@@ -126,7 +126,10 @@ fn train_eval_predict_on_small_data() {
     assert!(output.status.success(), "{}", stderr(&output));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["format"], "hecnn-circuit");
-    assert_eq!(json["circuit"]["lut_bits"], 5);
+    assert_eq!(
+        json["circuit"]["stages"][0]["read"]["tables"]["lut_bits"],
+        5
+    );
 
     let output = hecnn(&["eval", circuit_arg, "--limit", "300"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -151,7 +154,7 @@ fn train_eval_predict_on_small_data() {
     );
     fails_with(
         &["compile", model_arg, "--lut-bits", "12"],
-        &["table bits 12 out of range"],
+        &["table bits 12 is outside 1..=8"],
     );
     fails_with(
         &["compile", model_arg, "--p-error", "2"],
@@ -169,6 +172,53 @@ fn train_eval_predict_on_small_data() {
     fails_with(
         &["predict", model_arg, noise.to_str().unwrap()],
         &["noise.png", "not a readable"],
+    );
+
+    // Circuit-aware fine-tuning of that model: compiled on its trained grids, the clear
+    // circuit classifies as the trained network does.
+    fails_with(
+        &["compile", model_arg, "--ranges", "trained"],
+        &["not trained on a read grid", "--ranges calibrated"],
+    );
+    let tuned = dir.path().join("tuned.json");
+    let tuned_arg = tuned.to_str().unwrap();
+    let output = hecnn(&[
+        "train",
+        "--init",
+        model_arg,
+        "--qat",
+        "--lut-bits",
+        "4",
+        "--epochs",
+        "1",
+        "--limit",
+        "2000",
+        "--validation",
+        "500",
+        "-o",
+        tuned_arg,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("tables of 4 bits"),
+        "{}",
+        stdout(&output)
+    );
+    let output = hecnn(&["eval", tuned_arg, "--mode", "float,clear", "--limit", "300"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("4 table bits"), "{text}");
+    let differing: usize = text
+        .split("agreement Float/Clear: ")
+        .nth(1)
+        .and_then(|rest| rest.split('(').nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no agreement in {text}"));
+    assert!(differing <= 1, "{text}");
+    fails_with(
+        &["compile", tuned_arg, "--lut-bits", "5"],
+        &["trained on 4-bit tables", "leave --lut-bits out"],
     );
 }
 

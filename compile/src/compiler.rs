@@ -4,13 +4,14 @@
 
 use rayon::prelude::*;
 
-use crate::circuit::{CIRCUIT_FORMAT, CIRCUIT_VERSION, Circuit, CircuitFile, InputQuant, LutBits};
-use crate::lower::{LowerError, LowerOptions, Ranges, lower};
-use crate::model::ModelFile;
-use crate::quantize::BitWidth;
+use crate::circuit::Circuit;
+use crate::circuit_file::{CIRCUIT_FORMAT, CIRCUIT_VERSION, CircuitFile, InputQuant};
+use crate::lower::{LowerError, LowerOptions, Lowered, RangeSource, lower};
+use crate::model::{Layer, ModelFile};
+use crate::quantize::{BitWidth, LutBits};
 use crate::reference::{ReferenceModel, argmax};
 use crate::report::Report;
-use crate::select::{NoFit, PbsRequirement, Selection, select};
+use crate::select::{NoFit, PbsRequirement, Selection, candidates, select};
 use crate::simulate::Simulator;
 
 /// Default target: `log2` of the probability that one PBS reads a wrong entry.
@@ -18,6 +19,10 @@ pub const DEFAULT_LOG2_P_ERROR: f64 = -40.0;
 
 /// Table widths tried when the width is chosen automatically.
 pub const AUTO_LUT_BITS: std::ops::RangeInclusive<u32> = 2..=LutBits::MAX;
+
+/// Default largest loss of simulated against clear accuracy on the calibration images
+/// (a fraction) when choosing the parameter set.
+pub const DEFAULT_ACCURACY_MARGIN: f64 = 0.001;
 
 /// Automatic width: the smallest whose simulated accuracy on the calibration images is
 /// at most this far (a fraction) below the float model's.
@@ -44,16 +49,22 @@ impl Calibration<'_> {
 }
 
 /// How to compile.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CompileOptions {
-    /// Table bits, or `None` to choose them on the calibration images.
-    pub lut_bits: Option<LutBits>,
+    /// Table bits per stage with tables (the last repeating), or `None`: as trained with
+    /// trained ranges, else the one width chosen on the calibration images.
+    pub lut_bits: Option<Vec<LutBits>>,
     /// Target `log2` probability of a wrong read per PBS.
     pub target_log2_p_error: f64,
-    /// Size tables from the calibration images' ranges instead of the worst case.
-    pub calibrated_ranges: bool,
+    /// Where the tables' ranges come from; `None`: trained where the model has read
+    /// grids, else the worst case.
+    pub ranges: Option<RangeSource>,
     /// Width of weights the model did not quantise in training.
     pub weight_bits: BitWidth,
+    /// Choose the cheapest set meeting the error target whose simulated accuracy on the
+    /// calibration images is at most this far (a fraction) below the clear circuit's;
+    /// `None` (or no calibration images): the cheapest meeting the target.
+    pub accuracy_margin: Option<f64>,
 }
 
 impl Default for CompileOptions {
@@ -61,10 +72,32 @@ impl Default for CompileOptions {
         Self {
             lut_bits: None,
             target_log2_p_error: DEFAULT_LOG2_P_ERROR,
-            calibrated_ranges: false,
+            ranges: None,
             weight_bits: BitWidth::new(4).expect("4 bits is a valid width"),
+            accuracy_margin: Some(DEFAULT_ACCURACY_MARGIN),
         }
     }
+}
+
+/// Clear and simulated accuracy of a circuit on the calibration images, as the set was
+/// chosen by.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CalibrationAccuracy {
+    /// The clear circuit's.
+    pub clear: f64,
+    /// The simulated circuit's under the chosen set.
+    pub simulate: f64,
+    /// Images.
+    pub images: usize,
+}
+
+/// Whether every activation of `model` was trained on a read grid.
+pub fn has_read_grids(model: &ModelFile) -> bool {
+    let mut activations = model.layers.iter().filter_map(|layer| match layer {
+        Layer::Activation { input_grid, .. } => Some(input_grid.is_some()),
+        _ => None,
+    });
+    activations.clone().next().is_some() && activations.all(|trained| trained)
 }
 
 /// Why a model did not compile.
@@ -86,20 +119,20 @@ pub enum CompileError {
 pub struct Compiled {
     /// The circuit file.
     pub file: CircuitFile,
-    /// What it costs and how noisy it is.
+    /// What it costs, how noisy it is and how its tables are used.
     pub report: Report,
 }
 
 /// The PBS requirements of a circuit: one per stage with tables. A read counts as wrong
-/// when off by more than the rounding already does: half a box when reads are exact
-/// (`k = 0`), one box otherwise.
+/// when off by more than the rounding already does: half a box when every accumulator has
+/// an entry of its own (`D <= 1`), one box otherwise.
 pub fn requirements(circuit: &Circuit) -> Vec<PbsRequirement> {
     circuit
         .stages
         .iter()
         .enumerate()
-        .filter(|(_, stage)| stage.tables().is_some())
-        .map(|(index, stage)| {
+        .filter_map(|(index, stage)| stage.tables().map(|tables| (index, stage, tables)))
+        .map(|(index, stage, tables)| {
             let norm2 = stage
                 .linear
                 .bounds(stage.input_max)
@@ -111,12 +144,13 @@ pub fn requirements(circuit: &Circuit) -> Vec<PbsRequirement> {
             } else {
                 (norm2, 0.0)
             };
+            let exact = stage.input_unit >= tables.lut_bits.box_width();
             PbsRequirement {
                 layer: format!("{index} ({})", stage.label),
-                lut_bits: circuit.lut_bits,
+                lut_bits: tables.lut_bits,
                 norm2_pbs,
                 norm2_fresh,
-                tolerance_boxes: if stage.rounding_bits.0 == 0 { 0.5 } else { 1.0 },
+                tolerance_boxes: if exact { 0.5 } else { 1.0 },
             }
         })
         .collect()
@@ -136,39 +170,49 @@ pub fn agreement_with_float(
     agreeing as f64 / images.len().max(1) as f64
 }
 
-/// Compiles `model`; `calibration` (raw-pixel images) serves calibrated ranges and the
-/// automatic choice of table width.
+/// Compiles `model`; `calibration` (raw-pixel images) serves calibrated ranges, the
+/// automatic choice of table width, the logits' encoding and the table usage report.
 pub fn compile(
     model: &ModelFile,
-    options: CompileOptions,
+    options: &CompileOptions,
     calibration: &Calibration,
 ) -> Result<Compiled, CompileError> {
-    let ranges = if options.calibrated_ranges {
-        if calibration.images.is_empty() {
-            return Err(CompileError::NoCalibration("calibrated ranges"));
-        }
-        Ranges::Calibrated(&calibration.images)
+    let ranges = options.ranges.unwrap_or(if has_read_grids(model) {
+        RangeSource::Trained
     } else {
-        Ranges::WorstCase
-    };
-    let lower_at = |lut_bits| {
+        RangeSource::WorstCase
+    });
+    if ranges == RangeSource::Calibrated && calibration.images.is_empty() {
+        return Err(CompileError::NoCalibration("calibrated ranges"));
+    }
+    let lower_at = |lut_bits: &[LutBits]| {
         lower(
             model,
-            LowerOptions {
+            &LowerOptions {
                 weight_bits: options.weight_bits,
                 lut_bits,
                 ranges,
+                calibration: &calibration.images,
             },
         )
     };
-    let (circuit, selection) = match options.lut_bits {
-        Some(lut_bits) => {
-            let circuit = lower_at(lut_bits)?;
-            let selection = select(&requirements(&circuit), options.target_log2_p_error)?;
-            (circuit, selection)
+    let (lowered, selection, accuracy) = match (&options.lut_bits, ranges) {
+        (Some(lut_bits), _) => {
+            let lowered = lower_at(lut_bits)?;
+            let (selection, accuracy) = choose_set(&lowered.circuit, options, calibration)?;
+            (lowered, selection, accuracy)
         }
-        None => choose_lut_bits(model, &lower_at, options, calibration)?,
+        (None, RangeSource::Trained) => {
+            let lowered = lower_at(&[])?;
+            let (selection, accuracy) = choose_set(&lowered.circuit, options, calibration)?;
+            (lowered, selection, accuracy)
+        }
+        (None, _) => {
+            let (lowered, selection) = choose_lut_bits(model, &lower_at, options, calibration)?;
+            (lowered, selection, None)
+        }
     };
+    let Lowered { circuit, usage } = lowered;
     let file = CircuitFile {
         format: CIRCUIT_FORMAT.into(),
         version: CIRCUIT_VERSION,
@@ -183,8 +227,58 @@ pub fn compile(
         target_log2_p_error: options.target_log2_p_error,
         circuit,
     };
-    let report = Report::new(&file, &selection);
+    let report = Report::new(&file, &selection, &usage, accuracy);
     Ok(Compiled { file, report })
+}
+
+/// The cheapest set meeting the error target whose simulated accuracy on the calibration
+/// images stays within the margin of the clear circuit's (the most accurate one if none
+/// does), with those figures; the cheapest meeting the target without a margin or images.
+fn choose_set(
+    circuit: &Circuit,
+    options: &CompileOptions,
+    calibration: &Calibration,
+) -> Result<(Selection, Option<CalibrationAccuracy>), CompileError> {
+    let fitting = candidates(&requirements(circuit), options.target_log2_p_error)?;
+    let Some(margin) = options
+        .accuracy_margin
+        .filter(|_| !calibration.images.is_empty())
+    else {
+        return Ok((
+            fitting
+                .into_iter()
+                .next()
+                .expect("candidates are not empty"),
+            None,
+        ));
+    };
+    let clear_simulator = Simulator::clear(circuit);
+    let clear = calibration.accuracy(|_, image| argmax(&clear_simulator.logits(image, 0)));
+    let mut best: Option<(f64, Selection)> = None;
+    for selection in fitting {
+        let simulator = Simulator::noisy(circuit, &selection.set);
+        let simulate = calibration.accuracy(|i, image| argmax(&simulator.logits(image, i as u64)));
+        let figures = |simulate| CalibrationAccuracy {
+            clear,
+            simulate,
+            images: calibration.images.len(),
+        };
+        if simulate >= clear - margin {
+            return Ok((selection, Some(figures(simulate))));
+        }
+        if best.as_ref().is_none_or(|(a, _)| simulate > *a) {
+            best = Some((simulate, selection));
+        }
+    }
+    let (simulate, selection) = best.expect("candidates are not empty");
+    Ok((
+        selection,
+        Some(CalibrationAccuracy {
+            clear,
+            simulate,
+            images: calibration.images.len(),
+        }),
+    ))
 }
 
 /// The smallest table width in [`AUTO_LUT_BITS`] that has a parameter set and whose
@@ -192,37 +286,37 @@ pub fn compile(
 /// the float model's; failing that, the most accurate width that has a set.
 fn choose_lut_bits(
     model: &ModelFile,
-    lower_at: &dyn Fn(LutBits) -> Result<Circuit, LowerError>,
-    options: CompileOptions,
+    lower_at: &dyn Fn(&[LutBits]) -> Result<Lowered, LowerError>,
+    options: &CompileOptions,
     calibration: &Calibration,
-) -> Result<(Circuit, Selection), CompileError> {
+) -> Result<(Lowered, Selection), CompileError> {
     if calibration.images.is_empty() {
         return Err(CompileError::NoCalibration("choosing the table width"));
     }
     let reference = ReferenceModel::new(model);
     let float_accuracy = calibration.accuracy(|_, image| reference.predict(image));
-    let mut best: Option<(f64, Circuit, Selection)> = None;
+    let mut best: Option<(f64, Lowered, Selection)> = None;
     let mut last_error = None;
     for bits in AUTO_LUT_BITS {
-        let circuit = lower_at(LutBits::new(bits).expect("automatic widths are valid"))?;
-        let selection = match select(&requirements(&circuit), options.target_log2_p_error) {
+        let lowered = lower_at(&[LutBits::new(bits).expect("automatic widths are valid")])?;
+        let selection = match select(&requirements(&lowered.circuit), options.target_log2_p_error) {
             Ok(selection) => selection,
             Err(no_fit) => {
                 last_error = Some(no_fit);
                 continue;
             }
         };
-        let simulator = Simulator::noisy(&circuit, &selection.set);
+        let simulator = Simulator::noisy(&lowered.circuit, &selection.set);
         let accuracy = calibration.accuracy(|i, image| argmax(&simulator.logits(image, i as u64)));
         if accuracy >= float_accuracy - AUTO_MAX_ACCURACY_DROP {
-            return Ok((circuit, selection));
+            return Ok((lowered, selection));
         }
         if best.as_ref().is_none_or(|(a, _, _)| accuracy > *a) {
-            best = Some((accuracy, circuit, selection));
+            best = Some((accuracy, lowered, selection));
         }
     }
     match (best, last_error) {
-        (Some((_, circuit, selection)), _) => Ok((circuit, selection)),
+        (Some((_, lowered, selection)), _) => Ok((lowered, selection)),
         (None, Some(no_fit)) => Err(no_fit.into()),
         (None, None) => unreachable!("the automatic range is not empty"),
     }
@@ -231,15 +325,15 @@ fn choose_lut_bits(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::circuit::CircuitError;
+    use crate::circuit_file::CircuitFileError;
     use crate::testing::{image, model};
 
     fn compiled(lut_bits: u32) -> Compiled {
         let options = CompileOptions {
-            lut_bits: Some(LutBits::new(lut_bits).unwrap()),
+            lut_bits: Some(vec![LutBits::new(lut_bits).unwrap()]),
             ..CompileOptions::default()
         };
-        compile(&model(), options, &Calibration::default()).unwrap()
+        compile(&model(), &options, &Calibration::default()).unwrap()
     }
 
     #[test]
@@ -267,7 +361,7 @@ mod tests {
 
         let truncated = message(&bytes[..bytes.len() - 7]);
         assert!(
-            matches!(truncated, CircuitError::Corrupted { .. }),
+            matches!(truncated, CircuitFileError::Corrupted { .. }),
             "{truncated}"
         );
         assert!(truncated.to_string().contains("x.circuit"));
@@ -282,19 +376,19 @@ mod tests {
         future[8] = 9;
         let err = message(&future);
         assert!(
-            matches!(err, CircuitError::Version { found: 9, .. }),
+            matches!(err, CircuitFileError::Version { found: 9, .. }),
             "{err}"
         );
 
         let model_json = serde_json::to_vec(&model()).unwrap();
         let err = message(&model_json);
-        assert!(matches!(err, CircuitError::Foreign { .. }), "{err}");
+        assert!(matches!(err, CircuitFileError::Foreign { .. }), "{err}");
         assert!(err.to_string().contains("hecnn-model"), "{err}");
         assert!(matches!(
             message(b"\x7fELF...."),
-            CircuitError::Foreign { .. }
+            CircuitFileError::Foreign { .. }
         ));
-        assert!(matches!(message(b""), CircuitError::Foreign { .. }));
+        assert!(matches!(message(b""), CircuitFileError::Foreign { .. }));
 
         // Well-formed but inconsistent: a table missing an output.
         let mut inconsistent = file.clone();
@@ -302,7 +396,7 @@ mod tests {
             tables.levels.pop();
         }
         let err = message(inconsistent.to_json().as_bytes());
-        assert!(matches!(err, CircuitError::Invalid { .. }), "{err}");
+        assert!(matches!(err, CircuitFileError::Invalid { .. }), "{err}");
         assert!(err.to_string().contains("stage 0"), "{err}");
 
         let mut unknown_set = file;
@@ -345,8 +439,8 @@ mod tests {
             images: images.iter().map(Vec::as_slice).collect(),
             labels: images.iter().map(|i| reference.predict(i)).collect(),
         };
-        let chosen = compile(&model, CompileOptions::default(), &calibration).unwrap();
-        let bits = chosen.file.circuit.lut_bits.get();
+        let chosen = compile(&model, &CompileOptions::default(), &calibration).unwrap();
+        let bits = chosen.file.circuit.max_lut_bits().unwrap().get();
         let simulated = |file: &CircuitFile| {
             let set = crate::params::by_name(&file.parameter_set).unwrap();
             let simulator = Simulator::noisy(&file.circuit, &set);
@@ -356,8 +450,8 @@ mod tests {
         if bits > *AUTO_LUT_BITS.start() {
             let narrower = compile(
                 &model,
-                CompileOptions {
-                    lut_bits: Some(LutBits::new(bits - 1).unwrap()),
+                &CompileOptions {
+                    lut_bits: Some(vec![LutBits::new(bits - 1).unwrap()]),
                     ..CompileOptions::default()
                 },
                 &calibration,
@@ -365,7 +459,7 @@ mod tests {
             .unwrap();
             assert!(simulated(&narrower.file) < 1.0 - AUTO_MAX_ACCURACY_DROP);
         }
-        let err = compile(&model, CompileOptions::default(), &Calibration::default());
+        let err = compile(&model, &CompileOptions::default(), &Calibration::default());
         assert!(matches!(err, Err(CompileError::NoCalibration(_))));
     }
 }

@@ -7,14 +7,15 @@
 
 pub mod activation;
 pub mod circuit;
+pub mod circuit_file;
 pub mod compiler;
 pub mod fit;
+pub mod grid;
 pub mod io;
 pub mod lower;
 pub mod model;
 pub mod noise;
 pub mod params;
-pub mod passes;
 pub mod quantize;
 pub mod reference;
 pub mod report;

@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::activation::Activation;
+use crate::grid::ReadGrid;
 use crate::io::{FileError, read_limited, write_atomic};
 use crate::quantize::{BitWidth, QuantRange};
 
@@ -242,6 +243,11 @@ pub enum Layer {
         function: Activation,
         /// Quantisation of its outputs simulated in training, if any.
         output_quant: Option<OutputQuant>,
+        /// The table grid its inputs were read on in circuit-aware training, if any: the
+        /// weights of the layer before are then quantised at the scales it implies
+        /// ([`ModelFile::grid_weight_scales`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_grid: Option<ReadGrid>,
     },
     /// Feature map to vector, channel-major (as `[c, h, w]` row-major).
     Flatten,
@@ -372,8 +378,12 @@ impl Layer {
             Self::Activation {
                 function,
                 output_quant,
+                input_grid,
             } => {
                 function.validate().map_err(|e| e.to_string())?;
+                if let Some(grid) = input_grid {
+                    grid.validate(input.channels).map_err(|e| e.to_string())?;
+                }
                 if let Some(q) = output_quant
                     && !(q.range.hi > q.range.lo
                         && q.range.lo.is_finite()
@@ -579,6 +589,57 @@ impl ModelFile {
         let json = serde_json::to_vec(self).expect("a model serialises to JSON");
         write_atomic(path, &json)?;
         Ok(())
+    }
+
+    /// Per layer, the per-channel scales that a conv or dense layer's weights are
+    /// quantised at when the activation it feeds was read on a trained grid; `None` for
+    /// other layers. With the grid's folded scale `sigma'_c = step_c area / (alpha D)`
+    /// ([`ReadGrid::folded_weight_scale`]) and a batch norm `k_c` between them, the weights
+    /// as trained use `sigma_c = sigma'_c / |k_c|` (folding multiplies them by `k_c`).
+    /// `alpha` is the step of the layer's input levels: the previous activation's output
+    /// step, or `1 / (255 std)` for pixels. The activation must follow the layer directly,
+    /// or through one batch norm and one average pooling.
+    pub fn grid_weight_scales(&self) -> Vec<Option<Vec<f64>>> {
+        let mut input_step = 1.0 / (255.0 * self.input.std);
+        let mut scales = vec![None; self.layers.len()];
+        for (index, layer) in self.layers.iter().enumerate() {
+            match layer {
+                Layer::Activation {
+                    output_quant: Some(q),
+                    ..
+                } => input_step = q.range.step(q.bits),
+                Layer::Conv2d { out_channels, .. }
+                | Layer::Dense {
+                    out_features: out_channels,
+                    ..
+                } => {
+                    let mut next = index + 1;
+                    let batch_norm = self.layers.get(next).and_then(Layer::batch_norm_affine);
+                    if batch_norm.is_some() {
+                        next += 1;
+                    }
+                    let mut area = 1.0;
+                    if let Some(Layer::AvgPool { kernel, .. }) = self.layers.get(next) {
+                        area = (kernel[0] * kernel[1]) as f64;
+                        next += 1;
+                    }
+                    if let Some(Layer::Activation {
+                        input_grid: Some(grid),
+                        ..
+                    }) = self.layers.get(next)
+                        && grid.channels() == *out_channels
+                    {
+                        scales[index] = Some(grid.weight_scales(
+                            input_step,
+                            area,
+                            batch_norm.as_ref().map(|(k, _)| k.as_slice()),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        scales
     }
 
     /// Number of activation values computed per input (each is one PBS once encrypted).

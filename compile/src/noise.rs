@@ -26,8 +26,8 @@ use tfhe::core_crypto::commons::noise_formulas::modulus_switch::modulus_switch_a
 use tfhe::core_crypto::commons::noise_formulas::noise_simulation::PBS_FFT_64_MANTISSA_SIZE;
 use tfhe::shortint::parameters::{DynamicDistribution, ModulusSwitchType};
 
-use crate::circuit::LutBits;
 use crate::params::{ParameterSet, torus_variance};
+use crate::quantize::LutBits;
 
 /// The native ciphertext modulus `2^64`.
 const Q: f64 = 18_446_744_073_709_551_616.0;

@@ -2,7 +2,7 @@
 //! security (never invented ones), all of the classic keyswitch-then-bootstrap kind whose
 //! ciphertexts live under the big (GLWE-derived) key.
 
-use crate::circuit::LutBits;
+use crate::quantize::LutBits;
 use tfhe::shortint::parameters::{ClassicPBSParameters, DynamicDistribution, v1_6, v1_8};
 
 /// A parameter set validated by tfhe-rs, with tfhe's name for it.

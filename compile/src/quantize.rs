@@ -9,7 +9,23 @@
 //! `round` rounds half to even, as the tensor backends do, so that training and the
 //! compiler agree on ties.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+
+/// A width given outside the range this build supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {value} is outside {min}..={max}")]
+pub struct OutOfRange {
+    /// What the width is of.
+    pub what: &'static str,
+    /// The width given.
+    pub value: u32,
+    /// Least accepted.
+    pub min: u32,
+    /// Greatest accepted.
+    pub max: u32,
+}
 
 /// A bit width of quantised values, 2 to 8 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -23,15 +39,16 @@ impl BitWidth {
     pub const MAX: u8 = 8;
 
     /// A width, if within [`BitWidth::MIN`]..=[`BitWidth::MAX`].
-    pub fn new(bits: u8) -> Result<Self, String> {
+    pub fn new(bits: u8) -> Result<Self, OutOfRange> {
         if (Self::MIN..=Self::MAX).contains(&bits) {
             Ok(Self(bits))
         } else {
-            Err(format!(
-                "bit width {bits} is outside {}..={}",
-                Self::MIN,
-                Self::MAX
-            ))
+            Err(OutOfRange {
+                what: "bit width",
+                value: bits.into(),
+                min: Self::MIN.into(),
+                max: Self::MAX.into(),
+            })
         }
     }
 
@@ -52,8 +69,8 @@ impl BitWidth {
 }
 
 impl TryFrom<u8> for BitWidth {
-    type Error = String;
-    fn try_from(bits: u8) -> Result<Self, String> {
+    type Error = OutOfRange;
+    fn try_from(bits: u8) -> Result<Self, OutOfRange> {
         Self::new(bits)
     }
 }
@@ -64,9 +81,70 @@ impl From<BitWidth> for u8 {
     }
 }
 
-impl std::fmt::Display for BitWidth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for BitWidth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} bits", self.0)
+    }
+}
+
+/// Table input bits `p`: tables of `2^p` entries, boxes of `2^(63-p)` on the torus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct LutBits(u32);
+
+impl LutBits {
+    /// Smallest table width.
+    pub const MIN: u32 = 1;
+    /// Largest table width (tfhe's largest validated sets have 64 boxes; 8 bits leaves
+    /// room for custom encodings on sets with `N >= 512`).
+    pub const MAX: u32 = 8;
+
+    /// A table width, refusing values outside `MIN..=MAX`.
+    pub fn new(bits: u32) -> Result<Self, OutOfRange> {
+        if (Self::MIN..=Self::MAX).contains(&bits) {
+            Ok(Self(bits))
+        } else {
+            Err(OutOfRange {
+                what: "table bits",
+                value: bits,
+                min: Self::MIN,
+                max: Self::MAX,
+            })
+        }
+    }
+
+    /// The bits.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// Number of table entries (boxes), `2^p`.
+    pub fn entries(self) -> usize {
+        1 << self.0
+    }
+
+    /// Torus value of one box, `Δ = 2^(63-p)`.
+    pub fn box_width(self) -> u64 {
+        1 << (63 - self.0)
+    }
+}
+
+impl TryFrom<u32> for LutBits {
+    type Error = OutOfRange;
+    fn try_from(bits: u32) -> Result<Self, OutOfRange> {
+        Self::new(bits)
+    }
+}
+
+impl From<LutBits> for u32 {
+    fn from(bits: LutBits) -> u32 {
+        bits.0
+    }
+}
+
+impl fmt::Display for LutBits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 
@@ -142,6 +220,17 @@ pub fn fake_quantize_per_channel(weights: &mut [f32], channels: usize, bits: Bit
         .collect()
 }
 
+/// Fake-quantises each channel of `weights` (equal slices, one per scale) at its given
+/// scale, without a bound on the levels: `w -> s_c round(w / s_c)`.
+pub fn fake_quantize_at_scales(weights: &mut [f32], scales: &[f64]) {
+    let per_channel = weights.len() / scales.len();
+    for (channel, &scale) in weights.chunks_mut(per_channel).zip(scales) {
+        for w in channel {
+            *w = ((f64::from(*w) / scale).round_ties_even() * scale) as f32;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +242,15 @@ mod tests {
         let b4 = BitWidth::new(4).unwrap();
         assert_eq!((b4.symmetric_max(), b4.unsigned_max()), (7.0, 15.0));
         assert!(serde_json::from_str::<BitWidth>("12").is_err());
+    }
+
+    #[test]
+    fn lut_bits_are_range_checked() {
+        assert!(LutBits::new(0).is_err());
+        let err = LutBits::new(9).unwrap_err();
+        assert_eq!((err.value, err.max), (9, LutBits::MAX));
+        assert_eq!(LutBits::new(4).unwrap().entries(), 16);
+        assert_eq!(LutBits::new(4).unwrap().box_width(), 1 << 59);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! included): the reference the integer circuit is checked against (`--mode float`).
 
 use crate::activation::ActivationFn;
+use crate::grid::ReadGrid;
 use crate::model::{ConvGeometry, Layer, ModelFile, OutputQuant, Shape};
-use crate::quantize::fake_quantize_per_channel;
+use crate::quantize::{BitWidth, fake_quantize_at_scales, fake_quantize_per_channel};
 
 /// One layer ready to run: weights already fake-quantised, activations precomputed.
 #[derive(Debug, Clone)]
@@ -25,6 +26,7 @@ enum Step {
     Activation {
         function: ActivationFn,
         output_quant: Option<OutputQuant>,
+        input_grid: Option<ReadGrid>,
     },
     Flatten,
     Dense {
@@ -42,10 +44,21 @@ pub struct ReferenceModel {
     steps: Vec<Step>,
 }
 
-fn quantised(weight: &[f32], channels: usize, bits: Option<crate::quantize::BitWidth>) -> Vec<f32> {
+/// A layer's weights as trained: at the scales of the grid they feed, else per-channel
+/// symmetric at `bits`, else as they are.
+fn quantised(
+    weight: &[f32],
+    channels: usize,
+    bits: Option<BitWidth>,
+    grid_scales: Option<&[f64]>,
+) -> Vec<f32> {
     let mut weight = weight.to_vec();
-    if let Some(bits) = bits {
-        fake_quantize_per_channel(&mut weight, channels, bits);
+    match (grid_scales, bits) {
+        (Some(scales), _) => fake_quantize_at_scales(&mut weight, scales),
+        (None, Some(bits)) => {
+            fake_quantize_per_channel(&mut weight, channels, bits);
+        }
+        (None, None) => {}
     }
     weight
 }
@@ -56,11 +69,13 @@ impl ReferenceModel {
         let shapes = model
             .shapes("model")
             .expect("ReferenceModel::new is given a validated model");
+        let grid_scales = model.grid_weight_scales();
         let steps = model
             .layers
             .iter()
             .zip(&shapes)
-            .map(|(layer, &input)| match layer {
+            .zip(&grid_scales)
+            .map(|((layer, &input), grid_scales)| match layer {
                 Layer::Conv2d {
                     out_channels,
                     kernel,
@@ -78,7 +93,7 @@ impl ReferenceModel {
                         stride: *stride,
                         padding: *padding,
                     },
-                    weight: quantised(weight, *out_channels, *weight_bits),
+                    weight: quantised(weight, *out_channels, *weight_bits, grid_scales.as_deref()),
                     bias: bias.clone(),
                 },
                 layer @ Layer::BatchNorm { .. } => {
@@ -94,9 +109,11 @@ impl ReferenceModel {
                 Layer::Activation {
                     function,
                     output_quant,
+                    input_grid,
                 } => Step::Activation {
                     function: function.evaluator(),
                     output_quant: *output_quant,
+                    input_grid: input_grid.clone(),
                 },
                 Layer::Flatten => Step::Flatten,
                 Layer::Dense {
@@ -107,7 +124,7 @@ impl ReferenceModel {
                     weight_bits,
                 } => Step::Dense {
                     in_features: *in_features,
-                    weight: quantised(weight, *out_features, *weight_bits),
+                    weight: quantised(weight, *out_features, *weight_bits, grid_scales.as_deref()),
                     bias: bias.clone(),
                 },
             })
@@ -206,9 +223,15 @@ fn run_step(step: &Step, shape: Shape, x: &[f64]) -> Vec<f64> {
         Step::Activation {
             function,
             output_quant,
+            input_grid,
         } => x
             .iter()
-            .map(|&v| {
+            .enumerate()
+            .map(|(i, &v)| {
+                let v = match input_grid {
+                    Some(grid) => grid.read(i / (height * width), v),
+                    None => v,
+                };
                 let y = function.eval(v);
                 match output_quant {
                     Some(q) => q.range.fake_quantize(y, q.bits),

@@ -1,12 +1,14 @@
-//! The compile report: per stage its size, accumulator width, table width, PBS count and
-//! noise; in total the PBS count, the parameter set, the predicted latency on this machine
+//! The compile report: per stage its size, accumulator width, read step, table width and
+//! how the calibration images use it, PBS count and noise; in total the PBS count, the parameter set, the predicted latency on this machine
 //! and the sizes of what client and server exchange.
 
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::circuit::{CircuitFile, Read};
+use crate::circuit_file::CircuitFile;
+use crate::compiler::CalibrationAccuracy;
+use crate::lower::TableUsage;
 use crate::select::Selection;
 use crate::simulate::NoiseProfile;
 
@@ -23,13 +25,16 @@ pub struct StageReport {
     pub weight_norm: f64,
     /// Bits of the widest worst-case accumulator range.
     pub accumulator_bits: u32,
-    /// Rounding bits `k` of the read.
-    pub rounding_bits: u32,
+    /// Accumulator units per table entry `D`, for stages with tables.
+    pub accumulator_step: Option<f64>,
     /// Table bits, `None` for the logits.
     pub lut_bits: Option<u32>,
+    /// How the calibration images use the tables, when there were any.
+    pub usage: Option<TableUsage>,
     /// PBS per evaluation.
     pub pbs: usize,
-    /// Largest standard deviation of a read, in table boxes.
+    /// Largest standard deviation of a read, in table boxes (accumulator units for the
+    /// logits).
     pub noise_std_boxes: f64,
     /// `log2` probability that one read is off by more than its rounding step, for stages
     /// with tables.
@@ -62,42 +67,50 @@ pub struct Report {
     pub server_key_bytes: u64,
     /// One query: a seed and one 64-bit body per pixel, bytes.
     pub query_bytes: u64,
+    /// Clear and simulated accuracy on the calibration images, when the set was chosen
+    /// by them.
+    pub calibration_accuracy: Option<CalibrationAccuracy>,
 }
 
 /// Bytes of a seeded LWE list's seed and header.
 const SEEDED_LIST_OVERHEAD: u64 = 64;
 
 impl Report {
-    /// The report of `file` compiled under `selection`.
-    pub fn new(file: &CircuitFile, selection: &Selection) -> Self {
+    /// The report of `file` compiled under `selection`, with the table `usage` of each
+    /// stage (as [`crate::lower::Lowered`] gives it).
+    pub fn new(
+        file: &CircuitFile,
+        selection: &Selection,
+        usage: &[Option<TableUsage>],
+        calibration_accuracy: Option<CalibrationAccuracy>,
+    ) -> Self {
         let circuit = &file.circuit;
-        let profile = NoiseProfile::new(circuit, &selection.set);
+        let std_units = NoiseProfile::new(circuit, &selection.set).std_in_read_units(circuit);
         let mut p_errors = selection.noise.iter();
         let stages: Vec<StageReport> = circuit
             .stages
             .iter()
-            .zip(&profile.std_boxes)
-            .map(|(stage, std)| {
+            .zip(&std_units)
+            .enumerate()
+            .map(|(index, (stage, std))| {
                 let bounds = stage.linear.bounds(stage.input_max);
                 let mut fan_in = vec![0usize; bounds.len()];
                 stage.linear.for_each_tap(|j, _, _| fan_in[j] += 1);
                 let span = bounds.iter().map(|b| b.max - b.min).max().unwrap_or(0);
-                let tables = matches!(stage.read, Read::Tables(_));
+                let tables = stage.tables();
                 StageReport {
                     label: stage.label.clone(),
                     outputs: bounds.len(),
                     fan_in: fan_in.into_iter().max().unwrap_or(0),
                     weight_norm: bounds.iter().map(|b| b.norm2).fold(0.0, f64::max).sqrt(),
                     accumulator_bits: 64 - (span as u64).leading_zeros(),
-                    rounding_bits: stage.rounding_bits.0,
-                    lut_bits: tables.then_some(circuit.lut_bits.get()),
-                    pbs: if tables { bounds.len() } else { 0 },
+                    accumulator_step: tables
+                        .map(|t| t.lut_bits.box_width() as f64 / stage.input_unit as f64),
+                    lut_bits: tables.map(|t| t.lut_bits.get()),
+                    usage: usage.get(index).copied().flatten(),
+                    pbs: if tables.is_some() { bounds.len() } else { 0 },
                     noise_std_boxes: std.iter().copied().fold(0.0, f64::max),
-                    log2_p_error: if tables {
-                        p_errors.next().map(|n| n.log2_p_error)
-                    } else {
-                        None
-                    },
+                    log2_p_error: tables.and_then(|_| p_errors.next().map(|n| n.log2_p_error)),
                 }
             })
             .collect();
@@ -119,6 +132,7 @@ impl Report {
             evaluation_key_bytes: selection.set.compressed_server_key_bytes(),
             server_key_bytes: selection.set.server_key_bytes(),
             query_bytes: 8 * file.input.shape.len() as u64 + SEEDED_LIST_OVERHEAD,
+            calibration_accuracy,
         }
     }
 }
@@ -131,15 +145,17 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<3} {:<34} {:>7} {:>6} {:>8} {:>5} {:>3} {:>4} {:>6} {:>10} {:>9}",
+            "{:<3} {:<34} {:>7} {:>6} {:>8} {:>5} {:>8} {:>4} {:>9} {:>7} {:>6} {:>10} {:>9}",
             "#",
             "layers",
             "outputs",
             "fan-in",
             "w 2-norm",
             "acc b",
-            "k",
+            "D",
             "lut",
+            "used",
+            "wrapped",
             "PBS",
             "std (box)",
             "log2 p"
@@ -147,21 +163,43 @@ impl fmt::Display for Report {
         for (index, s) in self.stages.iter().enumerate() {
             writeln!(
                 f,
-                "{:<3} {:<34} {:>7} {:>6} {:>8.1} {:>5} {:>3} {:>4} {:>6} {:>10.2e} {:>9}",
+                "{:<3} {:<34} {:>7} {:>6} {:>8.1} {:>5} {:>8} {:>4} {:>9} {:>7} {:>6} {:>10.2e} {:>9}",
                 index,
                 s.label,
                 s.outputs,
                 s.fan_in,
                 s.weight_norm,
                 s.accumulator_bits,
-                s.rounding_bits,
+                s.accumulator_step.map_or("-".into(), |d| format!("{d:.3}")),
                 s.lut_bits.map_or("-".into(), |b| b.to_string()),
+                s.usage.map_or("-".into(), |u| format!(
+                    "{}/{}",
+                    u.min_entries, u.median_entries
+                )),
+                s.usage.map_or("-".into(), |u| format!(
+                    "{:.2}%",
+                    100.0 * u.wrapped_reads as f64 / u.reads.max(1) as f64
+                )),
                 s.pbs,
                 s.noise_std_boxes,
                 s.log2_p_error.map_or("-".into(), |l| format!("{l:.1}")),
             )?;
         }
+        writeln!(
+            f,
+            "(D: accumulator units per table entry; used: entries the calibration images read, \
+             least and median over outputs; wrapped: their reads beyond the table)"
+        )?;
         writeln!(f, "parameter set      {}", self.parameter_set)?;
+        if let Some(a) = self.calibration_accuracy {
+            writeln!(
+                f,
+                "chosen by accuracy clear {:.2}%, simulated {:.2}% on {} calibration images",
+                100.0 * a.clear,
+                100.0 * a.simulate,
+                a.images
+            )?;
+        }
         writeln!(
             f,
             "PBS per image      {} at {:.1} ms each ({})",

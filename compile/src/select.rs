@@ -4,9 +4,9 @@
 
 use std::fmt;
 
-use crate::circuit::LutBits;
 use crate::noise::NoiseModel;
 use crate::params::{ParameterSet, all};
+use crate::quantize::LutBits;
 
 /// What one layer's PBS need of a parameter set.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,7 +101,7 @@ impl fmt::Display for NoFit {
             Some((allowed, set)) => write!(
                 f,
                 "no validated parameter set fits: layer {} has weight 2-norm {:.1} over bootstrapped inputs with {}-bit tables, \
-                 but even {set} allows at most {allowed:.1} at p-error 2^{}; use fewer weight or table bits, or a looser --p-error",
+                 but even {set} allows at most {allowed:.1} at p-error 2^{}",
                 self.layer, self.norm, self.lut_bits, self.target_log2_p
             ),
             None => write!(
@@ -119,19 +119,32 @@ impl std::error::Error for NoFit {}
 /// requirement needs and a per-PBS error probability of at most `2^target_log2_p` for
 /// each.
 pub fn select(requirements: &[PbsRequirement], target_log2_p: f64) -> Result<Selection, NoFit> {
+    candidates(requirements, target_log2_p).map(|mut all| all.swap_remove(0))
+}
+
+/// Every set that meets the target for every requirement, cheapest first (at least one).
+pub fn candidates(
+    requirements: &[PbsRequirement],
+    target_log2_p: f64,
+) -> Result<Vec<Selection>, NoFit> {
     let lut_bits = requirements
         .iter()
         .map(|r| r.lut_bits)
         .max()
-        .unwrap_or(LutBits(LutBits::MIN));
+        .unwrap_or_else(|| LutBits::new(LutBits::MIN).expect("the least width is valid"));
     let mut candidates: Vec<ParameterSet> =
         all().into_iter().filter(|s| s.holds(lut_bits)).collect();
     candidates.sort_by(|a, b| a.ms_per_pbs().0.total_cmp(&b.ms_per_pbs().0));
-    for set in &candidates {
-        let noise: Vec<PbsNoise> = requirements.iter().map(|r| r.noise(set)).collect();
-        if noise.iter().all(|n| n.log2_p_error <= target_log2_p) {
-            return Ok(Selection { set: *set, noise });
-        }
+    let fitting: Vec<Selection> = candidates
+        .iter()
+        .map(|set| Selection {
+            set: *set,
+            noise: requirements.iter().map(|r| r.noise(set)).collect(),
+        })
+        .filter(|s| s.noise.iter().all(|n| n.log2_p_error <= target_log2_p))
+        .collect();
+    if !fitting.is_empty() {
+        return Ok(fitting);
     }
     // Explain with the layer that fails worst under the most tolerant candidate.
     let worst_log2_p = |set: &ParameterSet| {

@@ -2,12 +2,13 @@
 //! noise of encrypted evaluation sampled at every table read (`simulate` mode), so that
 //! its accuracy predicts the encrypted accuracy.
 //!
-//! In `simulate` mode the read of output `j` is `round((A_j + O_j) / 2^k + e)` with
+//! In `simulate` mode the read of output `j` is `floor(phi_j / Δ + 1/2 + e)` with
 //! `e ~ N(0, s_j^2)`, `s_j` the standard deviation of the PBS input in boxes from the
 //! [`NoiseModel`]: `s_j = sqrt(||w_j||^2 v_in + v_KS + v_MS) 2^(p+1)` (the modulus switch
 //! rounding is part of `v_MS`). Values near a rounding boundary so land one entry either
-//! way, as they do when encrypted. The logits get `e 2^k` in accumulator units, with `s_j`
-//! from `||w_j||^2 v_in` alone: they are decrypted without a keyswitch or a PBS.
+//! way, as they do when encrypted. The logits get `e 2^64 / u` in accumulator units, with
+//! the torus deviation `e` from `||w_j||^2 v_in` alone: they are decrypted without a
+//! keyswitch or a PBS.
 
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -16,11 +17,11 @@ use crate::circuit::{Circuit, Read};
 use crate::noise::NoiseModel;
 use crate::params::ParameterSet;
 
-/// Standard deviation of every read, per stage and output, in table boxes.
+/// Standard deviation of every read, per stage and output, as a fraction of the torus.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoiseProfile {
-    /// `s_j` per stage, per output.
-    pub std_boxes: Vec<Vec<f64>>,
+    /// Per stage, per output.
+    pub std_torus: Vec<Vec<f64>>,
 }
 
 impl NoiseProfile {
@@ -29,7 +30,7 @@ impl NoiseProfile {
     /// switch, the logits (decrypted as they are) do not.
     pub fn new(circuit: &Circuit, set: &ParameterSet) -> Self {
         let model = NoiseModel::new(set);
-        let std_boxes = circuit
+        let std_torus = circuit
             .stages
             .iter()
             .enumerate()
@@ -49,12 +50,30 @@ impl NoiseProfile {
                         } else {
                             model.linear_variance(norm2_pbs, norm2_fresh)
                         };
-                        model.std_in_boxes(variance, circuit.lut_bits)
+                        variance.sqrt()
                     })
                     .collect()
             })
             .collect();
-        Self { std_boxes }
+        Self { std_torus }
+    }
+
+    /// The standard deviation of each stage's reads in its own units: table boxes
+    /// (`2^(p+1)` per torus) for stages with tables, accumulator units (`2^64 / u` per
+    /// torus) for the logits.
+    pub fn std_in_read_units(&self, circuit: &Circuit) -> Vec<Vec<f64>> {
+        circuit
+            .stages
+            .iter()
+            .zip(&self.std_torus)
+            .map(|(stage, std)| {
+                let per_torus = match stage.tables() {
+                    Some(tables) => (2 * tables.lut_bits.entries()) as f64,
+                    None => 2f64.powi(64) / stage.input_unit as f64,
+                };
+                std.iter().map(|s| s * per_torus).collect()
+            })
+            .collect()
     }
 }
 
@@ -62,7 +81,8 @@ impl NoiseProfile {
 #[derive(Debug, Clone)]
 pub struct Simulator<'a> {
     circuit: &'a Circuit,
-    noise: Option<NoiseProfile>,
+    /// Per stage and output, the noise's standard deviation in the stage's read units.
+    noise: Option<Vec<Vec<f64>>>,
 }
 
 impl<'a> Simulator<'a> {
@@ -78,7 +98,7 @@ impl<'a> Simulator<'a> {
     pub fn noisy(circuit: &'a Circuit, set: &ParameterSet) -> Self {
         Self {
             circuit,
-            noise: Some(NoiseProfile::new(circuit, set)),
+            noise: Some(NoiseProfile::new(circuit, set).std_in_read_units(circuit)),
         }
     }
 
@@ -86,10 +106,9 @@ impl<'a> Simulator<'a> {
     pub fn logits(&self, pixels: &[u8], seed: u64) -> Vec<f64> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut error = |stage: usize, j: usize| match &self.noise {
-            Some(noise) => noise.std_boxes[stage][j] * rng.sample::<f64, _>(StandardNormal),
+            Some(noise) => noise[stage][j] * rng.sample::<f64, _>(StandardNormal),
             None => 0.0,
         };
-        let lut_bits = self.circuit.lut_bits;
         let mut x: Vec<i64> = pixels.iter().map(|&p| i64::from(p)).collect();
         for (index, stage) in self.circuit.stages.iter().enumerate() {
             let a = stage.linear.apply(&x);
@@ -98,16 +117,15 @@ impl<'a> Simulator<'a> {
                     x = a
                         .iter()
                         .enumerate()
-                        .map(|(j, &a)| stage.read_table(lut_bits, j, a, error(index, j)))
+                        .map(|(j, &a)| stage.read_table(j, a, error(index, j)))
                         .collect();
                 }
                 Read::Logits(decoding) => {
-                    let step = (1u64 << stage.rounding_bits.0) as f64;
                     return a
                         .iter()
                         .enumerate()
                         .map(|(j, &a)| {
-                            let a = a as f64 + error(index, j) * step;
+                            let a = stage.decode_accumulator(stage.phase(j, a)) + error(index, j);
                             decoding.scale[j] * a + decoding.shift[j]
                         })
                         .collect();
@@ -121,10 +139,11 @@ impl<'a> Simulator<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::circuit::{Decoding, Linear, LutBits, RoundingBits, Stage, Tables};
+    use crate::circuit::{Decoding, Linear, Stage, Tables};
+    use crate::quantize::LutBits;
 
     /// A stage of one input with weight 1.
-    fn identity(input_max: u32, rounding_bits: u32, read: Read) -> Stage {
+    fn identity(input_max: u32, input_unit: u64, read: Read) -> Stage {
         Stage {
             label: "dense".into(),
             linear: Linear::Dense {
@@ -132,27 +151,29 @@ mod tests {
                 weights: vec![1],
             },
             input_max,
-            rounding_bits: RoundingBits(rounding_bits),
+            input_unit,
             read,
         }
     }
 
-    /// One input read at `k = 2` by a 4-entry table with offset 0, then one logit.
+    /// One input read at 4 accumulator units per entry by a 4-entry table with offset 0,
+    /// then one logit.
     fn circuit() -> Circuit {
+        let lut_bits = LutBits::new(2).unwrap();
         Circuit {
-            lut_bits: LutBits::new(2).unwrap(),
             stages: vec![
                 identity(
                     255,
-                    2,
+                    lut_bits.box_width() / 4,
                     Read::Tables(Tables {
+                        lut_bits,
                         offsets: vec![0],
                         levels: vec![vec![10, 11, 12, 13]],
                     }),
                 ),
                 identity(
                     13,
-                    0,
+                    1 << 58,
                     Read::Logits(Decoding {
                         scale: vec![1.0],
                         shift: vec![0.0],
@@ -185,7 +206,7 @@ mod tests {
         let circuit = circuit();
         let set = crate::params::all()[0];
         let noisy = Simulator::noisy(&circuit, &set);
-        let std = noisy.noise.as_ref().unwrap().std_boxes[0][0];
+        let std = noisy.noise.as_ref().unwrap()[0][0];
         assert!(std > 0.0 && std < 0.2, "{std}");
         let count = |pixel: u8, level: f64| {
             (0..2000)

@@ -1,8 +1,11 @@
 //! A small model and images shared by the compiler's tests.
 
 use crate::activation::Activation;
+use crate::grid::{ReadGrid, accumulator_step};
+use crate::lower::linear::folded_weight_max;
 use crate::model::{InputSpec, Layer, MODEL_FORMAT, MODEL_VERSION, ModelFile, OutputQuant, Shape};
-use crate::quantize::{BitWidth, QuantRange};
+use crate::quantize::{BitWidth, LutBits, QuantRange};
+use crate::reference::ReferenceModel;
 
 /// Deterministic values in [-1, 1).
 pub fn values(seed: u64, n: usize) -> Vec<f32> {
@@ -82,6 +85,7 @@ pub fn model() -> ModelFile {
                 bits: BitWidth::new(3).unwrap(),
                 range: QuantRange { lo: 0.0, hi: 2.0 },
             }),
+            input_grid: None,
         },
         Layer::Flatten,
         Layer::Dense {
@@ -100,4 +104,39 @@ pub fn image(seed: u64) -> Vec<u8> {
         .iter()
         .map(|v| ((v + 1.0) * 127.5) as u8)
         .collect()
+}
+
+/// [`model`] as circuit-aware training leaves it: its activation read on a 4-bit grid
+/// over the pre-activation ranges of 200 images (widened by a fifth), its conv weights at
+/// the scales that grid implies.
+pub fn trained_model() -> ModelFile {
+    let mut model = model();
+    let pre_activation = ReferenceModel::new(&model_file(model.layers[..3].to_vec()));
+    let mut ranges = [(f64::INFINITY, f64::NEG_INFINITY); 4];
+    for seed in 0..200 {
+        for (i, z) in pre_activation.logits(&image(seed)).into_iter().enumerate() {
+            let r = &mut ranges[i / 9];
+            *r = (r.0.min(z), r.1.max(z));
+        }
+    }
+    let ranges: Vec<QuantRange> = ranges
+        .iter()
+        .map(|&(lo, hi)| QuantRange {
+            lo: lo - (hi - lo) / 5.0,
+            hi: hi + (hi - lo) / 5.0,
+        })
+        .collect();
+    let mut grid = ReadGrid::covering(LutBits::new(4).unwrap(), &ranges, 1.0);
+    let (k, _) = model.layers[1].batch_norm_affine().unwrap();
+    grid.accumulator_step = accumulator_step(
+        &grid.step,
+        &folded_weight_max(&model.layers[0], Some(&k)),
+        1.0 / (255.0 * model.input.std),
+        4.0,
+        BitWidth::new(4).unwrap(),
+    );
+    if let Layer::Activation { input_grid, .. } = &mut model.layers[3] {
+        *input_grid = Some(grid);
+    }
+    model
 }

@@ -3,11 +3,12 @@
 //! A query holds one seeded LWE ciphertext list per image (DESIGN.md section 4 point 7):
 //! the masks are regenerated from one seed, so an image of `n` pixels costs `8n` bytes of
 //! bodies plus the seed. Pixel `x` of the first stage is encrypted as the plaintext
-//! `x 2^(63-p-k)` under the big (GLWE-derived) key with the set's fresh-encryption noise.
+//! `x u` (`u`: the first stage's input unit) under the big (GLWE-derived) key with the set's fresh-encryption noise.
 
 use std::path::Path;
 
-use hecnn_compile::circuit::{CircuitFile, Read};
+use hecnn_compile::circuit::Read;
+use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::reference::argmax;
 use tfhe::core_crypto::prelude::{
     CiphertextModulus, ContiguousEntityContainer, LweCiphertextCount, LweCiphertextList, LweSize,
@@ -175,7 +176,7 @@ impl ClientKey {
             )));
         }
         let first = &circuit.circuit.stages[0];
-        let scale = LevelScale::of_stage(circuit.circuit.lut_bits, first);
+        let scale = LevelScale::of_stage(first);
         let (key, noise) = self.encryption_key();
         let mut seeder = new_seeder();
         let seeder = seeder.as_mut();
@@ -226,7 +227,6 @@ impl ClientKey {
         let Read::Logits(decoding) = &last.read else {
             unreachable!("validated circuits end with logits")
         };
-        let scale = LevelScale::of_stage(circuit.circuit.lut_bits, last);
         let (key, _) = self.encryption_key();
         Ok(result
             .logits
@@ -237,7 +237,8 @@ impl ClientKey {
                     .iter()
                     .enumerate()
                     .map(|(j, ct)| {
-                        let accumulator = scale.decode(decrypt_lwe_ciphertext(&key, &ct).0);
+                        let accumulator =
+                            last.decode_accumulator(decrypt_lwe_ciphertext(&key, &ct).0);
                         decoding.scale[j] * accumulator + decoding.shift[j]
                     })
                     .collect();

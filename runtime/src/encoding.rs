@@ -1,55 +1,59 @@
 //! Where integer levels sit on the torus `Z/2^64`: the encoding fixed in
 //! [`hecnn_compile::circuit`]'s documentation.
 //!
-//! With `p` table bits and a stage's rounding bits `k`, one input level of that stage is
-//! worth `2^(63-p-k)` (the top bit is the padding bit), so its accumulators, plus their
-//! offsets, land in table entry `round((A + O) / 2^k)` after the PBS's modulus switch.
+//! A stage's input level `x` is worth `x u` on the torus (`u`: the stage's input unit), so
+//! that its accumulators, plus their offsets, land in table entry `floor((A u + O) / Δ +
+//! 1/2)` after the PBS's modulus switch.
 
-use hecnn_compile::circuit::{LutBits, RoundingBits, Stage};
+use hecnn_compile::circuit::Stage;
 
-/// The torus value of one level, `2^log2` (a power of two below `2^63`).
+/// The torus value of one level of a stage's inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LevelScale {
-    log2: u32,
+    unit: u64,
 }
 
 impl LevelScale {
-    /// The scale of `stage`'s inputs: `2^(63-p-k)`. Validated circuits keep `p + k <= 62`.
-    pub fn of_stage(lut_bits: LutBits, stage: &Stage) -> Self {
-        Self::new(lut_bits, stage.rounding_bits)
-    }
-
-    /// `2^(63-p-k)`.
-    pub fn new(lut_bits: LutBits, rounding_bits: RoundingBits) -> Self {
-        let log2 = 63 - lut_bits.get() - rounding_bits.0;
-        assert!(log2 >= 1, "validated circuits keep p + k <= 62");
-        Self { log2 }
+    /// The scale of `stage`'s inputs.
+    pub fn of_stage(stage: &Stage) -> Self {
+        Self {
+            unit: stage.input_unit,
+        }
     }
 
     /// The torus value of `level` (any sign: negative levels wrap, as the torus does).
     pub fn encode(self, level: i64) -> u64 {
-        (level as u64).wrapping_shl(self.log2)
-    }
-
-    /// A decrypted phase read back in levels, as a signed value: phases just below zero
-    /// are small negative levels, not the top of the torus.
-    pub fn decode(self, phase: u64) -> f64 {
-        phase as i64 as f64 / (1u64 << self.log2) as f64
+        (level as u64).wrapping_mul(self.unit)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hecnn_compile::circuit::{Decoding, Linear, Read};
 
     #[test]
     fn levels_round_trip_with_sign() {
-        let scale = LevelScale::new(LutBits::new(4).unwrap(), RoundingBits(3));
-        assert_eq!(scale.encode(1), 1 << 56);
+        let stage = Stage {
+            label: "dense".into(),
+            linear: Linear::Dense {
+                inputs: 1,
+                weights: vec![1],
+            },
+            input_max: 127,
+            input_unit: 3 << 50,
+            read: Read::Logits(Decoding {
+                scale: vec![1.0],
+                shift: vec![0.0],
+            }),
+        };
+        let scale = LevelScale::of_stage(&stage);
+        assert_eq!(scale.encode(1), 3 << 50);
         for level in [-127i64, -1, 0, 1, 17, 127] {
-            assert_eq!(scale.decode(scale.encode(level)), level as f64);
+            assert_eq!(stage.decode_accumulator(scale.encode(level)), level as f64);
         }
         // A little noise below zero reads as a little below zero.
-        assert!((scale.decode(0u64.wrapping_sub(1 << 50)) + 1.0 / 64.0).abs() < 1e-12);
+        let phase = 0u64.wrapping_sub(3 << 48);
+        assert!((stage.decode_accumulator(phase) + 0.25).abs() < 1e-12);
     }
 }

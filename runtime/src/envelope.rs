@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::Path;
 
 use bincode::Options;
-use hecnn_compile::circuit::CircuitFile;
+use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::io::{read_limited, write_atomic};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use hecnn_compile::circuit::CircuitFile;
+use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::params::{self, ParameterSet};
 use tfhe::conformance::ParameterSetConformant;
 use tfhe::core_crypto::prelude::{DynamicDistribution, LweSecretKeyView};

@@ -50,7 +50,6 @@ pub fn lookup_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hecnn_compile::circuit::{LutBits, RoundingBits};
 
     /// The coefficient the blind rotation by `phase` (in `2N` units) brings to position 0
     /// of a negacyclic polynomial.
@@ -65,7 +64,19 @@ mod tests {
 
     #[test]
     fn boxes_are_centred_and_negacyclic() {
-        let scale = LevelScale::new(LutBits::new(2).unwrap(), RoundingBits(0));
+        let scale = LevelScale::of_stage(&hecnn_compile::circuit::Stage {
+            label: "dense".into(),
+            linear: hecnn_compile::circuit::Linear::Dense {
+                inputs: 1,
+                weights: vec![1],
+            },
+            input_max: 8,
+            input_unit: 1 << 61,
+            read: hecnn_compile::circuit::Read::Logits(hecnn_compile::circuit::Decoding {
+                scale: vec![1.0],
+                shift: vec![0.0],
+            }),
+        });
         let levels = [5, 6, 7, 8];
         let lut = lookup_table(&levels, scale, GlweSize(2), PolynomialSize(16));
         let body = lut.acc.get_body();

@@ -2,14 +2,16 @@
 //! key alone.
 //!
 //! Per stage, the linear map runs on the raw LWE vectors with wrapping integer weights
-//! (`A_j = Σ w_ji x_i + O_j 2^(63-p-k)`: exact on the torus for weights of any sign, noise
+//! (`A_j = Σ w_ji x_i + O_j` on the torus: exact on the torus for weights of any sign, noise
 //! variance `Σ w_ji^2 v_i`), each output in parallel and reading its inputs in order; then
 //! every output's table is read by one keyswitch + PBS, all in parallel. The last stage's
 //! accumulators are the encrypted logits.
 
 use std::time::{Duration, Instant};
 
-use hecnn_compile::circuit::{CircuitFile, Read, Stage};
+use hecnn_compile::circuit::{Read, Stage};
+use hecnn_compile::circuit_file::CircuitFile;
+use hecnn_compile::quantize::LutBits;
 use rayon::prelude::*;
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
 use tfhe::core_crypto::prelude::{
@@ -67,7 +69,7 @@ struct LinearPlan {
 }
 
 impl LinearPlan {
-    fn new(stage: &Stage, input_scale: LevelScale) -> Self {
+    fn new(stage: &Stage) -> Self {
         let outputs = stage.linear.output_shape().len();
         let mut row_starts = vec![0; outputs + 1];
         let mut inputs = Vec::new();
@@ -85,11 +87,7 @@ impl LinearPlan {
             row_starts[j] = row_starts[j].max(row_starts[j - 1]);
         }
         let offsets = match &stage.read {
-            Read::Tables(tables) => tables
-                .offsets
-                .iter()
-                .map(|&o| input_scale.encode(o))
-                .collect(),
+            Read::Tables(tables) => tables.offsets.clone(),
             Read::Logits(_) => vec![0; outputs],
         };
         Self {
@@ -139,13 +137,7 @@ impl<'c> Evaluator<'c> {
         let binding = Binding::of(circuit);
         key.binding()
             .check(&binding, FileKind::EvaluationKey, "the evaluation key")?;
-        let lut_bits = circuit.circuit.lut_bits;
-        let plans = circuit
-            .circuit
-            .stages
-            .iter()
-            .map(|stage| LinearPlan::new(stage, LevelScale::of_stage(lut_bits, stage)))
-            .collect();
+        let plans = circuit.circuit.stages.iter().map(LinearPlan::new).collect();
         Ok(Self {
             circuit,
             binding,
@@ -192,7 +184,6 @@ impl<'c> Evaluator<'c> {
             .clone()
             .decompress_into_lwe_ciphertext_list()
             .into_container();
-        let lut_bits = self.circuit.circuit.lut_bits;
         let stages = &self.circuit.circuit.stages;
         for (index, (stage, plan)) in stages.iter().zip(&self.plans).enumerate() {
             let outputs = stage.linear.output_shape().len();
@@ -204,7 +195,7 @@ impl<'c> Evaluator<'c> {
             timings.linear += start.elapsed();
             if let Some(tables) = stage.tables() {
                 let start = Instant::now();
-                let output = LevelScale::of_stage(lut_bits, &stages[index + 1]);
+                let output = LevelScale::of_stage(&stages[index + 1]);
                 accumulators
                     .par_chunks_mut(lwe_size)
                     .zip(&tables.levels)
@@ -255,11 +246,13 @@ impl<'c> Evaluator<'c> {
     pub fn time_one_pbs(&self, samples: usize) -> Duration {
         let lwe_size = self.lwe_size.0;
         // Distinct entries: tfhe's blind rotation of an all-zero table is not representative.
-        let levels: Vec<u32> = (1..=self.circuit.circuit.lut_bits.entries() as u32).collect();
-        let output = LevelScale::of_stage(
-            self.circuit.circuit.lut_bits,
-            &self.circuit.circuit.stages[0],
-        );
+        let lut_bits = self
+            .circuit
+            .circuit
+            .max_lut_bits()
+            .unwrap_or_else(|| LutBits::new(LutBits::MIN).expect("the least width is valid"));
+        let levels: Vec<u32> = (1..=lut_bits.entries() as u32).collect();
+        let output = LevelScale::of_stage(&self.circuit.circuit.stages[0]);
         // A non-trivial ciphertext (non-zero mask), so tfhe runs the full PBS.
         let mut accumulator: Vec<u64> = (0..lwe_size as u64)
             .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))

@@ -3,11 +3,10 @@
 
 use std::path::Path;
 
-use hecnn_compile::circuit::{
-    CIRCUIT_FORMAT, CIRCUIT_VERSION, Circuit, CircuitFile, Decoding, InputQuant, Linear, LutBits,
-    Read, RoundingBits, Stage, Tables,
-};
+use hecnn_compile::circuit::{Circuit, Decoding, Linear, Read, Stage, Tables};
+use hecnn_compile::circuit_file::{CIRCUIT_FORMAT, CIRCUIT_VERSION, CircuitFile, InputQuant};
 use hecnn_compile::model::Shape;
+use hecnn_compile::quantize::LutBits;
 use hecnn_compile::simulate::Simulator;
 use hecnn_runtime::{
     ClientKey, EncryptedResult, EvaluationKey, Evaluator, NoProgress, Query, RuntimeError,
@@ -17,20 +16,23 @@ use rand::{Rng, SeedableRng};
 
 /// Three inputs `0..=3`, two table reads with negative weights and offsets whose reads
 /// cover both halves of the negacyclic table, then two logits. Accumulators fit the
-/// tables exactly (`k = 0`), so the encrypted result must equal the clear one.
+/// tables exactly (one entry per accumulator value), so the encrypted result must equal
+/// the clear one.
 fn tiny_circuit(first_weights: [i32; 6]) -> CircuitFile {
     let dense = |inputs: usize, weights: Vec<i32>| Linear::Dense { inputs, weights };
+    let lut_bits = LutBits::new(3).unwrap();
+    let entry = lut_bits.box_width();
     let circuit = Circuit {
-        lut_bits: LutBits::new(3).unwrap(),
         stages: vec![
             Stage {
                 label: "dense+act".into(),
                 linear: dense(3, first_weights.to_vec()),
                 input_max: 3,
-                rounding_bits: RoundingBits(0),
+                input_unit: entry,
                 read: Read::Tables(Tables {
+                    lut_bits,
                     // A ranges over -6..=9 for the first weights: entries 0..=15.
-                    offsets: vec![6, 9],
+                    offsets: vec![6 * entry, 9 * entry],
                     levels: vec![vec![3, 0, 5, 7, 1, 2, 6, 4], vec![7, 6, 5, 4, 3, 2, 1, 0]],
                 }),
             },
@@ -38,8 +40,8 @@ fn tiny_circuit(first_weights: [i32; 6]) -> CircuitFile {
                 label: "dense".into(),
                 linear: dense(2, vec![1, -2, 3, 1]),
                 input_max: 7,
-                // Logits up to 28 in magnitude: 63 - 3 - 3 leaves room for |A| < 64.
-                rounding_bits: RoundingBits(3),
+                // Logits up to 28 in magnitude: 2^57 leaves room for |A| < 64.
+                input_unit: 1 << 57,
                 read: Read::Logits(Decoding {
                     scale: vec![0.5, 1.0],
                     shift: vec![1.0, -2.0],

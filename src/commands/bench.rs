@@ -27,7 +27,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let cores = rayon::current_num_threads();
     println!(
         "circuit {} ({}, {} table bits), {cores} threads",
-        circuit.name, circuit.parameter_set, circuit.circuit.lut_bits
+        circuit.name,
+        circuit.parameter_set,
+        circuit.circuit.lut_widths()
     );
 
     let bar = spinner("generating keys");

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use hecnn_compile::circuit::CircuitFile;
-use hecnn_compile::compiler::{Calibration, CompileOptions, Compiled, compile};
+use hecnn_compile::circuit_file::CircuitFile;
+use hecnn_compile::compiler::{Calibration, CompileError, CompileOptions, Compiled, compile};
+use hecnn_compile::lower::LowerError;
 use hecnn_compile::model::ModelFile;
 use hecnn_compile::quantize::BitWidth;
 use hecnn_datasets::{LabelledImages, Split};
 
-use crate::cli::{CircuitArgs, CompileArgs, DataArgs, InspectArgs, LutChoice, RangeChoice};
+use crate::cli::{CircuitArgs, CompileArgs, DataArgs, InspectArgs, LutChoice};
 
 /// Training images held out for validation, as `hecnn train` does by default: the
 /// calibration images come from them, never from the test set.
@@ -35,32 +36,40 @@ fn calibration_images(model: &ModelFile, data: &DataArgs, count: usize) -> Resul
     Ok(validation.truncated(count))
 }
 
-/// Compiles `model` as `args` ask, timing it.
+/// Compiles `model` as `args` ask. The calibration images serve calibrated ranges, the
+/// automatic table width, the logits' encoding and the report of how tables are used.
 pub fn compile_model(model: &ModelFile, args: &CircuitArgs, data: &DataArgs) -> Result<Compiled> {
-    let needs_calibration =
-        args.lut_bits == LutChoice::Auto || args.ranges == RangeChoice::Calibrated;
-    let calibration = if needs_calibration {
-        Some(calibration_images(model, data, args.calibration as usize)?)
-    } else {
-        None
+    let images = calibration_images(model, data, args.calibration as usize)?;
+    let calibration = Calibration {
+        images: (0..images.len()).map(|i| images.image(i)).collect(),
+        labels: images.labels.iter().map(|&l| usize::from(l)).collect(),
     };
-    let calibration = calibration
-        .as_ref()
-        .map(|c| Calibration {
-            images: (0..c.len()).map(|i| c.image(i)).collect(),
-            labels: c.labels.iter().map(|&l| usize::from(l)).collect(),
-        })
-        .unwrap_or_default();
     let options = CompileOptions {
-        lut_bits: match args.lut_bits {
+        lut_bits: match &args.lut_bits {
             LutChoice::Auto => None,
-            LutChoice::Bits(bits) => Some(bits),
+            LutChoice::Bits(bits) => Some(bits.clone()),
         },
         target_log2_p_error: args.p_error,
-        calibrated_ranges: args.ranges == RangeChoice::Calibrated,
-        weight_bits: BitWidth::new(args.weight_bits).map_err(anyhow::Error::msg)?,
+        ranges: args.ranges.source(),
+        weight_bits: BitWidth::new(args.weight_bits)?,
+        accuracy_margin: Some(args.accuracy_margin / 100.0),
     };
-    Ok(compile(model, options, &calibration)?)
+    compile(model, &options, &calibration).map_err(|e| {
+        let hint = match &e {
+            CompileError::Lower(LowerError::NotQuantised { .. }) => {
+                "; train with --qat"
+            }
+            CompileError::Lower(LowerError::NoGrid { .. }) => {
+                "; compile with --ranges calibrated, or train with --qat --lut-bits N"
+            }
+            CompileError::Lower(LowerError::LutBits { .. }) => {
+                "; leave --lut-bits out to use the trained widths, or compile with --ranges calibrated"
+            }
+            CompileError::NoFit(_) => "; use fewer weight or table bits, or a looser --p-error",
+            _ => "",
+        };
+        anyhow::anyhow!("{e}{hint}")
+    })
 }
 
 fn default_output(model: &Path) -> PathBuf {
@@ -91,7 +100,7 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         println!(
             "circuit written to {} ({} table bits) in {:.1} s",
             output.display(),
-            compiled.file.circuit.lut_bits,
+            compiled.file.circuit.lut_widths(),
             started.elapsed().as_secs_f64()
         );
     }

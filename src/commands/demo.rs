@@ -1,5 +1,5 @@
 //! `hecnn demo`: the whole pipeline in a few minutes, as a user would run it step by step:
-//! train a small QAT model, compile it, generate keys, encrypt test images, evaluate them
+//! train a small circuit-aware model, compile it, generate keys, encrypt test images, evaluate them
 //! over ciphertexts with the evaluation key alone, decrypt, and compare with the float
 //! model and the clear circuit.
 
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use hecnn_compile::compiler::has_read_grids;
 use hecnn_compile::model::ModelFile;
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_compile::simulate::Simulator;
@@ -37,6 +38,8 @@ fn model_and_circuit(args: &DemoArgs) -> Result<(PathBuf, Option<ModelFile>)> {
                 "--activation",
                 "swish4",
                 "--qat",
+                "--lut-bits",
+                "4",
                 "--epochs",
                 &epochs,
                 "-o",
@@ -48,31 +51,32 @@ fn model_and_circuit(args: &DemoArgs) -> Result<(PathBuf, Option<ModelFile>)> {
             if let Some(dir) = &args.data.data_dir {
                 train_args.extend(["--data-dir", path_str(dir)]);
             }
-            println!("== 1. train ({} epochs, quantisation-aware)", args.epochs);
+            println!(
+                "== 1. train ({} epochs, circuit-aware: 4-bit tables read with noise)",
+                args.epochs
+            );
             crate::commands::train::run(&step::<TrainArgs>("train", &train_args))?;
             model
         }
     };
     let circuit = args.dir.join("model.circuit");
     println!("\n== 2. compile");
-    // Calibrated ranges, 5-bit tables and a target error that the fast N = 2048 sets meet
-    // for a briefly trained model (README, results: such reads cost about 0.2 points).
-    crate::commands::compile::run(&step::<CompileArgs>(
-        "compile",
-        &[
-            path_str(&model_path),
-            "-o",
-            path_str(&circuit),
-            "--ranges",
-            "calibrated",
-            "--lut-bits",
-            "5",
-            "--p-error",
-            "2^-14",
-        ],
-    ))?;
     let model = ModelFile::load(&model_path)
         .with_context(|| format!("loading the model file {}", model_path.display()))?;
+    // A circuit-aware model compiles on the grids it was trained on; another model on
+    // calibrated ranges with 5-bit tables. The set is the cheapest whose simulated
+    // accuracy stays within 0.1 points of clear, down to a per-read error of 2^-20.
+    let mut compile_args = vec![
+        path_str(&model_path),
+        "-o",
+        path_str(&circuit),
+        "--p-error",
+        "2^-20",
+    ];
+    if !has_read_grids(&model) {
+        compile_args.extend(["--ranges", "calibrated", "--lut-bits", "5"]);
+    }
+    crate::commands::compile::run(&step::<CompileArgs>("compile", &compile_args))?;
     Ok((circuit, Some(model)))
 }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use hecnn_compile::circuit::CircuitFile;
+use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_datasets::image_file::load_image;
 use hecnn_datasets::{LabelledImages, Split};
 use hecnn_runtime::{

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hecnn_compile::circuit::CircuitFile;
+use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::model::{Layer, ModelFile};
 use hecnn_compile::params;
 use hecnn_compile::reference::{ReferenceModel, argmax};
@@ -160,7 +160,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
                     .with_context(|| format!("compiling {}", args.model.display()))?;
                 println!(
                     "compiled: {} table bits, {}, {} PBS per image",
-                    compiled.file.circuit.lut_bits,
+                    compiled.file.circuit.lut_widths(),
                     compiled.file.parameter_set,
                     compiled.report.pbs_count
                 );

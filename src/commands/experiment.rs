@@ -22,7 +22,7 @@ use crate::commands::eval::{accuracy, circuit_predictions, encrypted_predictions
 struct Row {
     model: String,
     activation: String,
-    lut_bits: u32,
+    lut_bits: String,
     parameter_set: String,
     pbs: usize,
     float: f64,
@@ -234,7 +234,7 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
             let row = Row {
                 model: model_name.clone(),
                 activation: activation.clone(),
-                lut_bits: file.circuit.lut_bits.get(),
+                lut_bits: file.circuit.lut_widths(),
                 parameter_set: file.parameter_set.clone(),
                 pbs: file.circuit.pbs_count(),
                 float: float_accuracy(&ReferenceModel::new(&model), &test),

@@ -2,10 +2,12 @@
 
 use anyhow::{Context, Result};
 use hecnn_compile::activation::Activation;
+use hecnn_compile::model::ModelFile;
 use hecnn_compile::quantize::{BitWidth, QuantSettings};
 use hecnn_compile::reference::ReferenceModel;
 use hecnn_datasets::Split;
 use hecnn_train::architecture::Architecture;
+use hecnn_train::network::CircuitTraining;
 use hecnn_train::trainer::{Checkpointing, TrainConfig, train};
 
 use crate::cli::{ActivationArgs, TrainArgs};
@@ -46,15 +48,28 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .qat
         .then(|| -> Result<QuantSettings> {
             Ok(QuantSettings {
-                weight_bits: BitWidth::new(args.weight_bits).map_err(anyhow::Error::msg)?,
-                activation_bits: BitWidth::new(args.activation_bits).map_err(anyhow::Error::msg)?,
+                weight_bits: BitWidth::new(args.weight_bits)?,
+                activation_bits: BitWidth::new(args.activation_bits)?,
             })
+        })
+        .transpose()?;
+    let init = args
+        .init
+        .as_ref()
+        .map(|path| {
+            ModelFile::load(path)
+                .with_context(|| format!("loading the initial model {}", path.display()))
         })
         .transpose()?;
     let config = TrainConfig {
         architecture: Architecture::named(&args.model)?,
         activation: args.activation.activation()?,
         quant,
+        circuit: args.lut_bits.as_ref().map(|widths| CircuitTraining {
+            lut_bits: widths.0.clone(),
+            read_noise: args.read_noise,
+        }),
+        init,
         epochs: args.epochs,
         batch_size: args.batch_size,
         learning_rate: args.lr,
@@ -62,9 +77,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         max_shift: args.max_shift,
     };
     println!(
-        "training {} with {} on {} ({} images, {} for validation){}",
-        config.architecture.name,
-        config.activation,
+        "training {} on {} ({} images, {} for validation){}{}",
+        match &config.init {
+            Some(model) => format!(
+                "{} from {}",
+                model.name,
+                args.init.as_ref().expect("init").display()
+            ),
+            None => format!("{} with {}", config.architecture.name, config.activation),
+        },
         source,
         train_set.len(),
         validation.len(),
@@ -73,6 +94,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 ", QAT: {}-bit weights, {}-bit activations",
                 q.weight_bits.bits(),
                 q.activation_bits.bits()
+            ),
+            None => String::new(),
+        },
+        match &config.circuit {
+            Some(c) => format!(
+                ", tables of {} bits read with noise {} entries",
+                c.lut_bits
+                    .iter()
+                    .map(|b| b.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                c.read_noise
             ),
             None => String::new(),
         }

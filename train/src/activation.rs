@@ -4,10 +4,12 @@
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
 use hecnn_compile::activation::{Activation, Polynomial};
+use hecnn_compile::grid::{GUARD_ENTRIES, ReadGrid};
+use hecnn_compile::lower::ranges::CALIBRATION_MARGIN;
 use hecnn_compile::model::OutputQuant;
-use hecnn_compile::quantize::{BitWidth, QuantRange};
+use hecnn_compile::quantize::{BitWidth, LutBits, QuantRange};
 
-use crate::quant::fake_quantize_output;
+use crate::quant::{fake_quantize_output, fake_read_grid};
 
 /// Momentum of the running output range: `r <- (1 - m) r + m r_batch`, as BatchNorm's
 /// running statistics.
@@ -30,11 +32,136 @@ pub struct ActivationLayer {
     output_bits: Option<BitWidth>,
     /// Running `[lo, hi]` of the outputs in QAT (`lo >= hi` until the first batch).
     output_range: Option<RunningState<Tensor<1>>>,
+    /// The table read of the inputs, in circuit-aware training.
+    input_grid: Option<GridState>,
+}
+
+/// What circuit-aware training keeps of an activation's read grid.
+#[derive(Module, Debug)]
+pub struct GridState {
+    /// Table bits.
+    #[module(skip)]
+    lut_bits: LutBits,
+    /// Standard deviation of the read noise sampled in training, in table entries.
+    #[module(skip)]
+    read_noise: f64,
+    /// Per channel, the running least input, widened by the calibration margin.
+    lo: RunningState<Tensor<1>>,
+    /// Per channel, the running greatest input, widened likewise.
+    hi: RunningState<Tensor<1>>,
+    /// The stage's accumulator step `D` (`[1]`; 0 until the first batch).
+    accumulator_step: RunningState<Tensor<1>>,
+}
+
+/// How an activation's inputs are read in circuit-aware training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GridSettings {
+    /// Table bits.
+    pub lut_bits: LutBits,
+    /// Read noise in table entries.
+    pub read_noise: f64,
+}
+
+impl GridState {
+    fn new(settings: GridSettings, channels: usize, device: &Device) -> Self {
+        Self {
+            lut_bits: settings.lut_bits,
+            read_noise: settings.read_noise,
+            lo: RunningState::new(Tensor::zeros([channels], device)),
+            hi: RunningState::new(Tensor::zeros([channels], device)),
+            accumulator_step: RunningState::new(Tensor::zeros([1], device)),
+        }
+    }
+
+    /// The grid's origin and step per channel, as [`ReadGrid::covering`] makes them:
+    /// `step = max((hi - lo) / (2^p - 1 - 2 g), 1e-6)`, `origin = lo - g step`.
+    fn origin_and_step(&self) -> (Tensor<1>, Tensor<1>) {
+        let intervals = (self.lut_bits.entries() as u32 - 1).saturating_sub(2 * GUARD_ENTRIES);
+        let (lo, hi) = (self.lo.value_sync(), self.hi.value_sync());
+        let step = (hi - lo.clone())
+            .div_scalar(intervals.max(1) as f32)
+            .clamp_min(1e-6);
+        let origin = lo - step.clone().mul_scalar(GUARD_ENTRIES as f32);
+        (origin, step)
+    }
+
+    /// Whether a batch has set the ranges.
+    fn ready(&self) -> bool {
+        let span = (self.hi.value_sync() - self.lo.value_sync()).max();
+        span.into_scalar::<f32>() > 0.0
+    }
+
+    fn accumulator_step(&self) -> f64 {
+        f64::from(self.accumulator_step.value_sync().into_scalar::<f32>())
+    }
+
+    /// Tracks the per-channel range of `z` `[batch, channels, ...]`: widened by
+    /// [`CALIBRATION_MARGIN`] of its span each side, then a running average (the first
+    /// batch sets it).
+    fn track<const D: usize>(&self, z: &Tensor<D>) {
+        let channels = z.dims()[1];
+        let per_channel: Tensor<2> = z
+            .clone()
+            .detach()
+            .swap_dims(0, 1)
+            .reshape([channels as i32, -1]);
+        let batch_lo: Tensor<1> = per_channel.clone().min_dim(1).squeeze_dim(1);
+        let batch_hi: Tensor<1> = per_channel.max_dim(1).squeeze_dim(1);
+        let margin = (batch_hi.clone() - batch_lo.clone()).mul_scalar(CALIBRATION_MARGIN as f32);
+        let (batch_lo, batch_hi) = (batch_lo - margin.clone(), batch_hi + margin);
+        let device = self.lo.value_sync().device();
+        let fresh = !self.ready();
+        let blend = |state: &RunningState<Tensor<1>>, batch: Tensor<1>| {
+            let batch = Tensor::from_data(batch.into_data(), &device);
+            let value = if fresh {
+                batch
+            } else {
+                state
+                    .value_sync()
+                    .mul_scalar(1.0 - RANGE_MOMENTUM)
+                    .add(batch.mul_scalar(RANGE_MOMENTUM))
+            };
+            state.update(value);
+        };
+        blend(&self.lo, batch_lo);
+        blend(&self.hi, batch_hi);
+    }
+
+    /// The grid as the model file records it.
+    fn read_grid(&self) -> Option<ReadGrid> {
+        let d = self.accumulator_step();
+        let floats = |t: Tensor<1>| -> Vec<f64> {
+            t.into_data()
+                .try_to_vec::<f32>()
+                .expect("f32")
+                .into_iter()
+                .map(f64::from)
+                .collect()
+        };
+        let (origin, step) = self.origin_and_step();
+        (d > 0.0).then(|| ReadGrid {
+            lut_bits: self.lut_bits,
+            origin: floats(origin),
+            step: floats(step),
+            accumulator_step: d,
+        })
+    }
 }
 
 impl ActivationLayer {
     /// A layer computing `function`, its outputs quantised to `output_bits` if given.
     pub fn new(function: &Activation, output_bits: Option<BitWidth>, device: &Device) -> Self {
+        Self::with_grid(function, output_bits, None, device)
+    }
+
+    /// A layer computing `function` on its `channels` input channels, its outputs
+    /// quantised to `output_bits` and its inputs read on a grid of `grid` if given.
+    pub fn with_grid(
+        function: &Activation,
+        output_bits: Option<BitWidth>,
+        grid: Option<(GridSettings, usize)>,
+        device: &Device,
+    ) -> Self {
         let learnt = match function {
             Activation::Poly { coefficients } => {
                 let values: Vec<f32> = coefficients
@@ -59,23 +186,90 @@ impl ActivationLayer {
             learnt,
             output_bits,
             output_range: output_bits.map(|_| RunningState::new(Tensor::zeros([2], device))),
+            input_grid: grid.map(|(settings, channels)| GridState::new(settings, channels, device)),
         }
     }
 
-    /// A layer computing `function` with an output quantisation already learnt.
-    pub fn with_output_quant(
+    /// A layer of a model file: `function` with the output quantisation and read grid
+    /// learnt so far, or, where the file has none, those of `output_bits` and `grid` to
+    /// learn from the first batch.
+    pub fn from_file(
         function: &Activation,
         quant: Option<OutputQuant>,
+        file_grid: Option<&ReadGrid>,
+        output_bits: Option<BitWidth>,
+        grid: Option<(GridSettings, usize)>,
         device: &Device,
     ) -> Self {
-        let layer = Self::new(function, quant.map(|q| q.bits), device);
+        let grid = match (file_grid, grid) {
+            (Some(file), settings) => Some((
+                GridSettings {
+                    lut_bits: file.lut_bits,
+                    read_noise: settings.map_or(0.0, |(s, _)| s.read_noise),
+                },
+                file.channels(),
+            )),
+            (None, settings) => settings,
+        };
+        let layer = Self::with_grid(
+            function,
+            quant.map(|q| q.bits).or(output_bits),
+            grid,
+            device,
+        );
         if let (Some(q), Some(state)) = (quant, &layer.output_range) {
             state.update(Tensor::from_floats(
                 [q.range.lo as f32, q.range.hi as f32],
                 device,
             ));
         }
+        if let (Some(file), Some(state)) = (file_grid, &layer.input_grid) {
+            let g = f64::from(GUARD_ENTRIES);
+            let last = (file.lut_bits.entries() - 1) as f64;
+            let values = |at: f64| -> Vec<f32> {
+                file.origin
+                    .iter()
+                    .zip(&file.step)
+                    .map(|(o, s)| (o + at * s) as f32)
+                    .collect()
+            };
+            state
+                .lo
+                .update(Tensor::from_floats(values(g).as_slice(), device));
+            state
+                .hi
+                .update(Tensor::from_floats(values(last - g).as_slice(), device));
+            state
+                .accumulator_step
+                .update(Tensor::from_floats([file.accumulator_step as f32], device));
+        }
         layer
+    }
+
+    /// The read grid learnt so far, in circuit-aware training.
+    pub fn read_grid(&self) -> Option<ReadGrid> {
+        self.input_grid.as_ref()?.read_grid()
+    }
+
+    /// Table bits of the read grid, in circuit-aware training.
+    pub fn grid_bits(&self) -> Option<LutBits> {
+        self.input_grid.as_ref().map(|g| g.lut_bits)
+    }
+
+    /// The grid's step per channel, and the accumulator step `D` (0 until set), once a
+    /// batch has set the grid's ranges.
+    pub fn grid_steps(&self) -> Option<(Tensor<1>, f64)> {
+        let grid = self.input_grid.as_ref().filter(|g| g.ready())?;
+        Some((grid.origin_and_step().1, grid.accumulator_step()))
+    }
+
+    /// Records the stage's accumulator step `D`.
+    pub fn set_accumulator_step(&self, d: f64) {
+        if let Some(grid) = &self.input_grid {
+            let device = grid.accumulator_step.value_sync().device();
+            grid.accumulator_step
+                .update(Tensor::from_floats([d as f32], &device));
+        }
     }
 
     /// The activation as trained: the learnt coefficients for `poly`.
@@ -118,8 +312,21 @@ impl ActivationLayer {
         })
     }
 
-    /// Applies the activation (then the output fake quantisation in QAT).
+    /// Applies the activation: in circuit-aware training to its inputs read on the grid
+    /// (with read noise while training), then the output fake quantisation in QAT.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let x = match &self.input_grid {
+            Some(grid) => {
+                let training = x.device().is_autodiff();
+                if training {
+                    grid.track(&x);
+                }
+                let (origin, step) = grid.origin_and_step();
+                let noise = if training { grid.read_noise } else { 0.0 };
+                fake_read_grid(x, origin, step, grid.lut_bits.entries(), noise)
+            }
+            None => x,
+        };
         let y = match (&self.fixed, &self.learnt) {
             (Some(p), _) => horner_fixed(x, p),
             (None, Some(c)) => horner_learnt(x, c.val()),
@@ -225,6 +432,51 @@ mod tests {
             .unwrap();
         // d/dc_k sum_x x^k = (2, 1, 5) for x in {2, -1}.
         assert_eq!(g, vec![2.0, 1.0, 5.0]);
+    }
+
+    /// Read noise is sampled in training only: inference reads the grid exactly.
+    #[test]
+    fn read_noise_is_injected_only_in_training() {
+        let settings = GridSettings {
+            lut_bits: LutBits::new(3).unwrap(),
+            read_noise: 0.5,
+        };
+        let values: Vec<f32> = (0..200).map(|i| (i as f32 / 50.0) - 2.0).collect();
+        let forward = |device: &Device, layer: &ActivationLayer| -> Vec<f32> {
+            let x = Tensor::<4>::from_data(TensorData::new(values.clone(), [100, 2, 1, 1]), device);
+            layer.forward(x).into_data().try_to_vec().unwrap()
+        };
+        let training = Device::flex().autodiff();
+        let layer =
+            ActivationLayer::with_grid(&Activation::Relu, None, Some((settings, 2)), &training);
+        let first = forward(&training, &layer);
+        let second = forward(&training, &layer);
+        assert_ne!(first, second, "noisy reads in training");
+        let inference = Device::flex();
+        let grid = layer.read_grid();
+        assert!(
+            grid.is_none(),
+            "no accumulator step until a weight layer sets one"
+        );
+        layer.set_accumulator_step(1.0);
+        let grid = layer.read_grid().unwrap();
+        let exported = ActivationLayer::from_file(
+            &Activation::Relu,
+            None,
+            Some(&grid),
+            None,
+            None,
+            &inference,
+        );
+        let read = forward(&inference, &exported);
+        assert_eq!(read, forward(&inference, &exported));
+        for (i, (&y, &x)) in read.iter().zip(&values).enumerate() {
+            let expected = grid.read(i % 2, f64::from(x)).max(0.0);
+            assert!(
+                (f64::from(y) - expected).abs() < 1e-5,
+                "{x}: {y} vs {expected}"
+            );
+        }
     }
 
     #[test]

@@ -10,11 +10,12 @@ use hecnn_compile::activation::Activation;
 use hecnn_compile::model::{
     InputSpec, Layer as FileLayer, MODEL_FORMAT, MODEL_VERSION, ModelFile, Shape, TrainingSummary,
 };
-use hecnn_compile::quantize::{BitWidth, QuantSettings};
+use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
+use serde::{Deserialize, Serialize};
 
-use crate::activation::ActivationLayer;
+use crate::activation::{ActivationLayer, GridSettings};
 use crate::architecture::{Architecture, LayerSpec};
-use crate::quant::fake_quantize_weight;
+use crate::quant::{fake_quantize_weight, fake_quantize_weight_at};
 
 /// Width of the weights of layers that read the image: the client's fresh encryptions
 /// carry ~2^33 times less noise than bootstrapped values (DESIGN.md section 4), so wide
@@ -71,10 +72,43 @@ pub enum Layer {
     Dense(Dense),
 }
 
+/// Circuit-aware training: every activation's inputs read on the grid of the table the
+/// compiler will build, with the read noise of encrypted evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircuitTraining {
+    /// Table bits of each activation layer in order, the last repeating.
+    pub lut_bits: Vec<LutBits>,
+    /// Standard deviation of the read noise sampled in training, in table entries.
+    pub read_noise: f64,
+}
+
+impl CircuitTraining {
+    /// The grid of the `k`-th activation layer.
+    fn settings(&self, k: usize) -> GridSettings {
+        GridSettings {
+            lut_bits: self.lut_bits[k.min(self.lut_bits.len() - 1)],
+            read_noise: self.read_noise,
+        }
+    }
+}
+
+/// A weight layer whose outputs an activation reads on a grid: where its batch norm and
+/// activation are, and the pooling area between them (as
+/// [`ModelFile::grid_weight_scales`] links them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct GridLink {
+    batch_norm: Option<usize>,
+    area: f64,
+    activation: usize,
+}
+
 /// A network and what it was built for.
 #[derive(Module, Debug)]
 pub struct Network {
     layers: Vec<Layer>,
+    /// Per layer, its grid link if it is a weight layer feeding a read grid.
+    #[module(skip)]
+    links: Vec<Option<GridLink>>,
     #[module(skip)]
     name: String,
     #[module(skip)]
@@ -100,9 +134,11 @@ impl Network {
         class_names: Vec<String>,
         activation: &Activation,
         quant: Option<QuantSettings>,
+        circuit: Option<&CircuitTraining>,
         device: &Device,
     ) -> Result<Self, crate::TrainError> {
         let shapes = architecture.shapes(input.shape, class_names.len())?;
+        let mut activations_seen = 0;
         let mut seen_weights = false;
         let mut weight_bits = || {
             let first = !seen_weights;
@@ -153,11 +189,16 @@ impl Network {
                     kernel: [kernel; 2],
                     stride: [stride.unwrap_or(kernel); 2],
                 }),
-                LayerSpec::Activation => Layer::Activation(ActivationLayer::new(
-                    activation,
-                    quant.map(|q| q.activation_bits),
-                    device,
-                )),
+                LayerSpec::Activation => {
+                    let grid = circuit.map(|c| (c.settings(activations_seen), shape.channels));
+                    activations_seen += 1;
+                    Layer::Activation(ActivationLayer::with_grid(
+                        activation,
+                        quant.map(|q| q.activation_bits),
+                        grid,
+                        device,
+                    ))
+                }
                 LayerSpec::Flatten => Layer::Flatten(Flatten),
                 LayerSpec::Dense { out_features } => {
                     let fan_in = shape.len();
@@ -179,21 +220,91 @@ impl Network {
                 }
             })
             .collect();
-        Ok(Self {
+        Ok(Self::linked(
             layers,
-            name: architecture.name.clone(),
+            architecture.name.clone(),
             input,
             class_names,
-        })
+        ))
+    }
+
+    /// The network of `layers`, each weight layer linked to the read grid it feeds.
+    fn linked(
+        layers: Vec<Layer>,
+        name: String,
+        input: InputSpec,
+        class_names: Vec<String>,
+    ) -> Self {
+        let links = (0..layers.len())
+            .map(|index| {
+                if !matches!(layers[index], Layer::Conv(_) | Layer::Dense(_)) {
+                    return None;
+                }
+                let mut next = index + 1;
+                let batch_norm =
+                    matches!(layers.get(next), Some(Layer::BatchNorm(_))).then_some(next);
+                next += usize::from(batch_norm.is_some());
+                let mut area = 1.0;
+                if let Some(Layer::AvgPool(pool)) = layers.get(next) {
+                    area = (pool.kernel[0] * pool.kernel[1]) as f64;
+                    next += 1;
+                }
+                match layers.get(next) {
+                    Some(Layer::Activation(act)) if act.grid_bits().is_some() => Some(GridLink {
+                        batch_norm,
+                        area,
+                        activation: next,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect();
+        Self {
+            layers,
+            links,
+            name,
+            input,
+            class_names,
+        }
     }
 
     /// The network a (validated) model file describes, for inference or further training.
     pub fn from_model_file(model: &ModelFile, device: &Device) -> Self {
+        Self::fine_tuned(model, None, None, device)
+    }
+
+    /// The network of a (validated) model file, to be trained further with `quant` and
+    /// `circuit`: layers the file quantises keep their learnt quantisation, the others get
+    /// these settings (the first weight layer 8-bit weights) and learn their ranges from
+    /// the first batch.
+    pub fn fine_tuned(
+        model: &ModelFile,
+        quant: Option<QuantSettings>,
+        circuit: Option<&CircuitTraining>,
+        device: &Device,
+    ) -> Self {
         let tensor = |values: &[f32]| Tensor::<1>::from_floats(values, device);
+        let shapes = model.shapes("model").expect("the model file is validated");
+        let mut seen_weights = false;
+        let mut bits_of = |file_bits: Option<BitWidth>| {
+            let first = !seen_weights;
+            seen_weights = true;
+            file_bits.or_else(|| {
+                quant.map(|q| {
+                    if first {
+                        BitWidth::new(FIRST_LAYER_WEIGHT_BITS).expect("valid width")
+                    } else {
+                        q.weight_bits
+                    }
+                })
+            })
+        };
+        let mut activations_seen = 0;
         let layers = model
             .layers
             .iter()
-            .map(|layer| match layer {
+            .zip(&shapes)
+            .map(|(layer, shape)| match layer {
                 FileLayer::Conv2d {
                     in_channels,
                     out_channels,
@@ -213,7 +324,7 @@ impl Network {
                     bias: Param::from_tensor(tensor(bias)),
                     stride: *stride,
                     padding: *padding,
-                    weight_bits: *weight_bits,
+                    weight_bits: bits_of(*weight_bits),
                 }),
                 FileLayer::BatchNorm {
                     gamma,
@@ -238,11 +349,19 @@ impl Network {
                 FileLayer::Activation {
                     function,
                     output_quant,
-                } => Layer::Activation(ActivationLayer::with_output_quant(
-                    function,
-                    *output_quant,
-                    device,
-                )),
+                    input_grid,
+                } => {
+                    let grid = circuit.map(|c| (c.settings(activations_seen), shape.channels));
+                    activations_seen += 1;
+                    Layer::Activation(ActivationLayer::from_file(
+                        function,
+                        *output_quant,
+                        input_grid.as_ref(),
+                        quant.map(|q| q.activation_bits),
+                        grid,
+                        device,
+                    ))
+                }
                 FileLayer::Flatten => Layer::Flatten(Flatten),
                 FileLayer::Dense {
                     in_features,
@@ -255,16 +374,16 @@ impl Network {
                         tensor(weight).reshape([*out_features, *in_features]),
                     ),
                     bias: Param::from_tensor(tensor(bias)),
-                    weight_bits: *weight_bits,
+                    weight_bits: bits_of(*weight_bits),
                 }),
             })
             .collect();
-        Self {
+        Self::linked(
             layers,
-            name: model.name.clone(),
-            input: model.input,
-            class_names: model.class_names.clone(),
-        }
+            model.name.clone(),
+            model.input,
+            model.class_names.clone(),
+        )
     }
 
     /// The input specification.
@@ -275,40 +394,116 @@ impl Network {
     /// Logits `[batch, classes]` of normalised inputs `[batch, channels, height, width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let batch = x.dims()[0];
-        let out = self.layers.iter().fold(x, |x, layer| match layer {
-            Layer::Conv(conv) => {
-                let weight = match conv.weight_bits {
-                    Some(bits) => fake_quantize_weight(conv.weight.val(), bits),
-                    None => conv.weight.val(),
-                };
-                conv2d(
-                    x,
-                    weight,
-                    Some(conv.bias.val()),
-                    ConvOptions::new(conv.stride, conv.padding, [1, 1], 1),
-                )
-            }
-            Layer::BatchNorm(bn) => bn.forward(x),
-            Layer::AvgPool(pool) => {
-                avg_pool2d(x, AvgPoolOptions::new(pool.kernel).with_stride(pool.stride))
-            }
-            Layer::Activation(act) => act.forward(x),
-            Layer::Flatten(_) => {
-                let [b, c, h, w] = x.dims();
-                x.reshape([b, c * h * w, 1, 1])
-            }
-            Layer::Dense(dense) => {
-                let weight = match dense.weight_bits {
-                    Some(bits) => fake_quantize_weight(dense.weight.val(), bits),
-                    None => dense.weight.val(),
-                };
-                let [b, n, _, _] = x.dims();
-                let out_features = weight.dims()[0];
-                let y = x.reshape([b, n]).matmul(weight.transpose()) + dense.bias.val().unsqueeze();
-                y.reshape([b, out_features, 1, 1])
-            }
+        // The step of the current layer's input levels: pixels, then each quantised
+        // activation's outputs.
+        let mut input_step = 1.0 / (255.0 * self.input.std);
+        let mut x = x;
+        for (index, layer) in self.layers.iter().enumerate() {
+            x = match layer {
+                Layer::Conv(conv) => {
+                    let weight = self.quantised_weight(
+                        index,
+                        conv.weight.val(),
+                        conv.weight_bits,
+                        input_step,
+                    );
+                    conv2d(
+                        x,
+                        weight,
+                        Some(conv.bias.val()),
+                        ConvOptions::new(conv.stride, conv.padding, [1, 1], 1),
+                    )
+                }
+                Layer::BatchNorm(bn) => bn.forward(x),
+                Layer::AvgPool(pool) => {
+                    avg_pool2d(x, AvgPoolOptions::new(pool.kernel).with_stride(pool.stride))
+                }
+                Layer::Activation(act) => {
+                    let y = act.forward(x);
+                    if let Some(q) = act.output_quant() {
+                        input_step = q.range.step(q.bits);
+                    }
+                    y
+                }
+                Layer::Flatten(_) => {
+                    let [b, c, h, w] = x.dims();
+                    x.reshape([b, c * h * w, 1, 1])
+                }
+                Layer::Dense(dense) => {
+                    let weight = self.quantised_weight(
+                        index,
+                        dense.weight.val(),
+                        dense.weight_bits,
+                        input_step,
+                    );
+                    let [b, n, _, _] = x.dims();
+                    let out_features = weight.dims()[0];
+                    let y =
+                        x.reshape([b, n]).matmul(weight.transpose()) + dense.bias.val().unsqueeze();
+                    y.reshape([b, out_features, 1, 1])
+                }
+            };
+        }
+        x.reshape([batch as i32, -1])
+    }
+
+    /// The weights of layer `index` as the circuit will have them. Feeding a read grid,
+    /// they are quantised at the grid's scales `sigma_c = step_c area / (alpha D |k_c|)`
+    /// ([`hecnn_compile::grid`]), with `D` recomputed at every training step
+    /// ([`hecnn_compile::grid::accumulator_step`]: no channel's integers beyond `bits`) and
+    /// kept for inference; otherwise per-channel symmetric at `bits`, if any.
+    fn quantised_weight<const D: usize>(
+        &self,
+        index: usize,
+        weight: Tensor<D>,
+        bits: Option<BitWidth>,
+        input_step: f64,
+    ) -> Tensor<D> {
+        let Some(bits) = bits else {
+            return weight;
+        };
+        let grid = self.links[index].and_then(|link| {
+            let Layer::Activation(act) = &self.layers[link.activation] else {
+                unreachable!("links point at activations")
+            };
+            act.grid_steps().map(|(step, d)| (link, act, step, d))
         });
-        out.reshape([batch as i32, -1])
+        let Some((link, act, step, d)) = grid else {
+            return fake_quantize_weight(weight, bits);
+        };
+        let channels = weight.dims()[0];
+        let device = weight.device();
+        let step = Tensor::<1>::from_data(step.into_data(), &device);
+        let k = match link.batch_norm.map(|i| &self.layers[i]) {
+            Some(Layer::BatchNorm(bn)) => {
+                let var = bn.running_var.value_sync();
+                let var = Tensor::<1>::from_data(var.into_data(), &device);
+                bn.gamma.val().detach().abs() / var.add_scalar(bn.epsilon).sqrt()
+            }
+            _ => Tensor::ones([channels], &device),
+        };
+        let k = k.clamp_min(f32::MIN_POSITIVE);
+        let d = if weight.device().is_autodiff() || d == 0.0 {
+            let weight_max: Tensor<1> = weight
+                .clone()
+                .detach()
+                .reshape([channels as i32, -1])
+                .abs()
+                .max_dim(1)
+                .squeeze_dim(1)
+                .mul(k.clone());
+            let per_channel = step
+                .clone()
+                .mul_scalar(bits.symmetric_max() * link.area / input_step)
+                .div(weight_max.clamp_min(f32::MIN_POSITIVE));
+            let d = f64::from(per_channel.min().into_scalar::<f32>());
+            act.set_accumulator_step(d);
+            d
+        } else {
+            d
+        };
+        let scales = step.mul_scalar(link.area / (input_step * d)).div(k);
+        fake_quantize_weight_at(weight, scales)
     }
 
     /// The model file of this network.
@@ -348,6 +543,7 @@ impl Network {
                 Layer::Activation(act) => FileLayer::Activation {
                     function: act.function(),
                     output_quant: act.output_quant(),
+                    input_grid: act.read_grid(),
                 },
                 Layer::Flatten(_) => FileLayer::Flatten,
                 Layer::Dense(dense) => {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 use crate::architecture::Architecture;
-use crate::network::{Network, input_tensor};
+use crate::network::{CircuitTraining, Network, input_tensor};
 
 /// Learning rate at the end of the cosine schedule, relative to the initial one.
 const FINAL_LR_FRACTION: f64 = 0.01;
@@ -41,6 +41,11 @@ pub struct TrainConfig {
     pub activation: Activation,
     /// Quantisation-aware training, if wanted.
     pub quant: Option<QuantSettings>,
+    /// Circuit-aware training (with `quant`): activations read on their tables' grids.
+    pub circuit: Option<CircuitTraining>,
+    /// A model to start from instead of a fresh `architecture` (whose layers, weights and
+    /// activations it brings; `architecture` and `activation` are then unused).
+    pub init: Option<ModelFile>,
     /// Passes over the training data.
     pub epochs: usize,
     /// Images per optimiser step.
@@ -66,6 +71,20 @@ impl TrainConfig {
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return bad(format!("--lr {} must be positive", self.learning_rate));
+        }
+        if let Some(circuit) = &self.circuit {
+            if self.quant.is_none() {
+                return bad("circuit-aware training needs quantisation-aware training".into());
+            }
+            if circuit.lut_bits.is_empty() {
+                return bad("circuit-aware training needs table bits".into());
+            }
+            if !(circuit.read_noise >= 0.0 && circuit.read_noise < 8.0) {
+                return bad(format!(
+                    "read noise {} must be in [0, 8) table entries",
+                    circuit.read_noise
+                ));
+            }
         }
         self.activation
             .validate()
@@ -212,17 +231,35 @@ pub fn train(
         (None, true) => return Err(TrainError::Config("--resume needs --checkpoint DIR".into())),
         _ => None,
     };
-    let input = resumed
-        .as_ref()
-        .map_or_else(|| normalisation(train), |s| s.input);
-    let mut network = Network::new(
-        &config.architecture,
-        input,
-        train.class_names.clone(),
-        &config.activation,
-        config.quant,
-        &device,
-    )?;
+    let (input, mut network) = match &config.init {
+        Some(model) => {
+            if model.input.shape.len() != train.image_len() {
+                return Err(TrainError::Config(format!(
+                    "the initial model reads {} inputs, the training images have {}",
+                    model.input.shape,
+                    train.image_len()
+                )));
+            }
+            let network =
+                Network::fine_tuned(model, config.quant, config.circuit.as_ref(), &device);
+            (model.input, network)
+        }
+        None => {
+            let input = resumed
+                .as_ref()
+                .map_or_else(|| normalisation(train), |s| s.input);
+            let network = Network::new(
+                &config.architecture,
+                input,
+                train.class_names.clone(),
+                &config.activation,
+                config.quant,
+                config.circuit.as_ref(),
+                &device,
+            )?;
+            (input, network)
+        }
+    };
     let mut optimizer = AdamConfig::new().init();
     let mut history = Vec::new();
     if let (Some(state), Some(dir)) = (resumed, &checkpointing.dir) {
@@ -426,6 +463,8 @@ mod tests {
             architecture: Architecture::named("mlp").unwrap(),
             activation: Activation::Relu,
             quant: None,
+            circuit: None,
+            init: None,
             epochs: 1,
             batch_size: 1,
             learning_rate: 0.1,

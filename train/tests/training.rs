@@ -3,13 +3,15 @@
 
 use burn::prelude::*;
 use hecnn_compile::activation::Activation;
-use hecnn_compile::model::ModelFile;
-use hecnn_compile::quantize::{BitWidth, QuantSettings};
-use hecnn_compile::reference::ReferenceModel;
+use hecnn_compile::compiler::{Calibration, CompileOptions, compile, has_read_grids};
+use hecnn_compile::model::{Layer, ModelFile};
+use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
+use hecnn_compile::reference::{ReferenceModel, argmax};
+use hecnn_compile::simulate::Simulator;
 use hecnn_datasets::{DatasetSource, LabelledImages, Split};
 use hecnn_train::TrainError;
 use hecnn_train::architecture::Architecture;
-use hecnn_train::network::{Network, input_tensor};
+use hecnn_train::network::{CircuitTraining, Network, input_tensor};
 use hecnn_train::trainer::{Checkpointing, TrainConfig, TrainOutcome, normalisation, train};
 
 fn small_mnist(train_images: usize) -> (LabelledImages, LabelledImages) {
@@ -28,6 +30,8 @@ fn config(
         architecture: Architecture::named(model).unwrap(),
         activation: Activation::from_name(activation, 4.0, 3, "quad-relu").unwrap(),
         quant,
+        circuit: None,
+        init: None,
         epochs,
         batch_size: 64,
         learning_rate: 3e-3,
@@ -282,4 +286,80 @@ fn bad_settings_are_refused() {
         (input.mean - 0.13).abs() < 0.01 && (input.std - 0.31).abs() < 0.01,
         "{input:?}"
     );
+}
+
+/// Circuit-aware training, from scratch and as fine-tuning of a float model: the model file
+/// records a read grid per activation, the compiler builds its tables on them, and the
+/// trained network (burn, in inference), its plain-Rust reference and the clear circuit
+/// classify alike.
+#[test]
+fn circuit_aware_training_makes_the_circuit_the_trained_network() {
+    let (train_set, validation) = small_mnist(2000);
+    let circuit = CircuitTraining {
+        lut_bits: vec![LutBits::new(4).unwrap(), LutBits::new(5).unwrap()],
+        read_noise: 0.15,
+    };
+    let scratch = TrainConfig {
+        circuit: Some(circuit.clone()),
+        ..config("compact", "swish4", qat(4), 1)
+    };
+    let float = run(
+        &config("compact", "swish4", None, 1),
+        &train_set,
+        &validation,
+        &Checkpointing::default(),
+    )
+    .unwrap();
+    let fine_tune = TrainConfig {
+        circuit: Some(circuit),
+        init: Some(float.model.clone()),
+        ..config("mlp", "relu", qat(4), 1)
+    };
+    let images = validation.truncated(500);
+    for config in [scratch, fine_tune] {
+        let outcome = run(&config, &train_set, &validation, &Checkpointing::default()).unwrap();
+        let model = outcome.model;
+        assert!(has_read_grids(&model), "every activation has a grid");
+        let widths: Vec<u32> = model
+            .layers
+            .iter()
+            .filter_map(|layer| match layer {
+                Layer::Activation { input_grid, .. } => {
+                    input_grid.as_ref().map(|g| g.lut_bits.get())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(widths, vec![4, 5]);
+        let reference = ReferenceModel::new(&model);
+        let accuracy = reference_accuracy(&model, &images);
+        assert!(accuracy > 0.85, "{accuracy}");
+
+        // burn in inference mode is deterministic (no read noise) and is the reference.
+        let device = Device::flex();
+        let network = rebuild(&model, &images, &device);
+        assert_eq!(network, rebuild(&model, &images, &device));
+        let burn_agrees = network
+            .iter()
+            .enumerate()
+            .filter(|(i, logits)| {
+                let logits: Vec<f64> = logits.iter().map(|&v| f64::from(v)).collect();
+                argmax(&logits) == reference.predict(images.image(*i))
+            })
+            .count();
+        assert!(burn_agrees >= 499, "{burn_agrees} of 500");
+
+        // The compiler uses the trained grids (no calibration needed) and the clear
+        // circuit computes the trained network.
+        let compiled =
+            compile(&model, &CompileOptions::default(), &Calibration::default()).unwrap();
+        assert_eq!(compiled.file.circuit.lut_widths(), "4,5");
+        let clear = Simulator::clear(&compiled.file.circuit);
+        let agreeing = (0..images.len())
+            .filter(|&i| {
+                argmax(&clear.logits(images.image(i), 0)) == reference.predict(images.image(i))
+            })
+            .count();
+        assert!(agreeing >= 499, "{agreeing} of 500");
+    }
 }

@@ -1,0 +1,280 @@
+//! The circuit file: a compiled circuit with everything client and server need to run it,
+//! in a binary form (what `hecnn compile` writes) and a JSON form (what `hecnn inspect`
+//! prints), both read back with size limits and checks.
+
+use std::path::Path;
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::circuit::{Circuit, CircuitError};
+use crate::io::{FileError, read_limited, write_atomic};
+use crate::model::Shape;
+
+/// `format` of a circuit file.
+pub const CIRCUIT_FORMAT: &str = "hecnn-circuit";
+/// The circuit format version this build reads and writes (2: torus units and per-stage
+/// table widths).
+pub const CIRCUIT_VERSION: u32 = 2;
+/// Largest circuit file accepted.
+pub const MAX_CIRCUIT_BYTES: u64 = 256 << 20;
+/// First bytes of the binary form.
+const MAGIC: &[u8; 8] = b"HECNNCIR";
+/// Magic, version, SHA-256 of the payload.
+const HEADER_BYTES: usize = 8 + 4 + 32;
+
+/// What the client encrypts: raw pixels of this shape, levels `0..=max`, one per input.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputQuant {
+    /// Image shape.
+    pub shape: Shape,
+    /// Largest level.
+    pub max: u32,
+}
+
+/// Everything the client and the server need to run a compiled model, and nothing secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitFile {
+    /// Always [`CIRCUIT_FORMAT`].
+    pub format: String,
+    /// [`CIRCUIT_VERSION`].
+    pub version: u32,
+    /// Name of the model it was compiled from.
+    pub name: String,
+    /// Data set the model was trained on.
+    pub dataset: String,
+    /// Class names, in logit order.
+    pub class_names: Vec<String>,
+    /// Input quantisation.
+    pub input: InputQuant,
+    /// Name of the tfhe parameter set (see [`crate::params`]).
+    pub parameter_set: String,
+    /// Target `log2` probability of a wrong read per PBS.
+    pub target_log2_p_error: f64,
+    /// The circuit.
+    pub circuit: Circuit,
+}
+
+/// What is inconsistent in a decoded circuit file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidFile {
+    /// The circuit itself.
+    #[error(transparent)]
+    Circuit(#[from] CircuitError),
+    /// Another format name.
+    #[error("format {0:?}")]
+    Format(String),
+    /// A parameter set this build does not know.
+    #[error("unknown parameter set {0} (not one of tfhe's validated sets this build knows)")]
+    ParameterSet(String),
+    /// The input does not match the first stage.
+    #[error("input {shape} up to {max} does not match the first stage")]
+    Input {
+        /// Input shape.
+        shape: Shape,
+        /// Largest input level.
+        max: u32,
+    },
+    /// Not one class name per logit.
+    #[error("{logits} logits for {names} class names")]
+    Classes {
+        /// Logits.
+        logits: usize,
+        /// Class names.
+        names: usize,
+    },
+}
+
+/// A circuit file cannot be read or is not a valid circuit.
+#[derive(Debug, thiserror::Error)]
+pub enum CircuitFileError {
+    /// Reading or writing failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// Not a circuit file at all.
+    #[error("{path}: not a hecnn circuit file ({reason})")]
+    Foreign {
+        /// The file.
+        path: String,
+        /// What was found.
+        reason: String,
+    },
+    /// A circuit file of another version.
+    #[error("{path}: circuit format version {found}; this build reads version {CIRCUIT_VERSION}")]
+    Version {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: u64,
+    },
+    /// The content does not match its checksum or cannot be decoded.
+    #[error("{path}: corrupted circuit file: {reason}")]
+    Corrupted {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Decoded, but inconsistent.
+    #[error("{path}: invalid circuit: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: InvalidFile,
+    },
+}
+
+fn bincode_options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(MAX_CIRCUIT_BYTES)
+        .reject_trailing_bytes()
+}
+
+impl CircuitFile {
+    /// The binary form: magic, version (u32 LE), SHA-256 of the payload, then the payload
+    /// (bincode, variable-length integers).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let payload = bincode_options()
+            .serialize(self)
+            .expect("a circuit serialises");
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&CIRCUIT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&Sha256::digest(&payload));
+        bytes.extend_from_slice(&payload);
+        bytes
+    }
+
+    /// The human-readable form (what `hecnn inspect` prints); [`Self::from_bytes`] reads it too.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a circuit serialises to JSON")
+    }
+
+    /// Identifies this circuit: SHA-256 of its binary payload, in hex. Keys and queries
+    /// name it so that those of another circuit are refused.
+    pub fn fingerprint(&self) -> String {
+        let bytes = self.to_bytes();
+        bytes[12..HEADER_BYTES]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether a file's first bytes look like a circuit file: the binary magic, or JSON
+    /// naming the circuit format early (as [`Self::to_json`] writes it).
+    pub fn sniff(head: &[u8]) -> bool {
+        head.starts_with(MAGIC)
+            || (head.first() == Some(&b'{')
+                && String::from_utf8_lossy(head).contains(&format!("\"{CIRCUIT_FORMAT}\"")))
+    }
+
+    /// Parses the binary or the JSON form; `origin` names the file in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, CircuitFileError> {
+        let corrupted = |reason: String| CircuitFileError::Corrupted {
+            path: origin.to_string(),
+            reason,
+        };
+        let file: Self = if bytes.starts_with(MAGIC) {
+            if bytes.len() < HEADER_BYTES {
+                return Err(corrupted(format!(
+                    "truncated: {} bytes, the header alone has {HEADER_BYTES}",
+                    bytes.len()
+                )));
+            }
+            let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+            if version != CIRCUIT_VERSION {
+                return Err(CircuitFileError::Version {
+                    path: origin.to_string(),
+                    found: version.into(),
+                });
+            }
+            let payload = &bytes[HEADER_BYTES..];
+            if Sha256::digest(payload).as_slice() != &bytes[12..HEADER_BYTES] {
+                return Err(corrupted(
+                    "the content does not match its checksum (truncated or altered)".into(),
+                ));
+            }
+            bincode_options()
+                .deserialize(payload)
+                .map_err(|e| corrupted(e.to_string()))?
+        } else if bytes.first() == Some(&b'{') {
+            let value: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(|e| corrupted(format!("JSON: {e}")))?;
+            let format = value.get("format").and_then(|f| f.as_str());
+            if format != Some(CIRCUIT_FORMAT) {
+                return Err(CircuitFileError::Foreign {
+                    path: origin.to_string(),
+                    reason: format!("format {format:?}, expected \"{CIRCUIT_FORMAT}\""),
+                });
+            }
+            let version = value.get("version").and_then(|v| v.as_u64());
+            if version != Some(u64::from(CIRCUIT_VERSION)) {
+                return Err(CircuitFileError::Version {
+                    path: origin.to_string(),
+                    found: version.unwrap_or(0),
+                });
+            }
+            serde_json::from_value(value).map_err(|e| corrupted(format!("JSON: {e}")))?
+        } else {
+            return Err(CircuitFileError::Foreign {
+                path: origin.to_string(),
+                reason: "it starts with neither the circuit magic nor JSON".into(),
+            });
+        };
+        file.validate()
+            .map_err(|reason| CircuitFileError::Invalid {
+                path: origin.to_string(),
+                reason,
+            })?;
+        Ok(file)
+    }
+
+    /// Checks the header fields and the circuit against the rest of the file.
+    fn validate(&self) -> Result<(), InvalidFile> {
+        if self.format != CIRCUIT_FORMAT {
+            return Err(InvalidFile::Format(self.format.clone()));
+        }
+        self.circuit.validate()?;
+        if crate::params::by_name(&self.parameter_set).is_none() {
+            return Err(InvalidFile::ParameterSet(self.parameter_set.clone()));
+        }
+        let first = &self.circuit.stages[0];
+        if self.input.shape.len() != first.linear.input_len() || self.input.max != first.input_max {
+            return Err(InvalidFile::Input {
+                shape: self.input.shape,
+                max: self.input.max,
+            });
+        }
+        let logits = self
+            .circuit
+            .stages
+            .last()
+            .expect("validated circuits have stages")
+            .linear
+            .output_shape()
+            .len();
+        if logits != self.class_names.len() {
+            return Err(InvalidFile::Classes {
+                logits,
+                names: self.class_names.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads a circuit file (binary or JSON), size-limited and checked.
+    pub fn load(path: &Path) -> Result<Self, CircuitFileError> {
+        let bytes = read_limited(path, MAX_CIRCUIT_BYTES)?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Writes the binary form atomically.
+    pub fn save(&self, path: &Path) -> Result<(), CircuitFileError> {
+        write_atomic(path, &self.to_bytes())?;
+        Ok(())
+    }
+}
