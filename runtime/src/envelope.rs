@@ -103,20 +103,22 @@ impl Binding {
 
     /// Refuses a file (`kind`, read from `origin`) bound to anything but `expected`.
     pub fn check(&self, expected: &Self, kind: FileKind, origin: &str) -> Result<(), RuntimeError> {
-        if self.parameter_set != expected.parameter_set {
-            return Err(RuntimeError::OtherParameterSet {
-                path: origin.to_string(),
-                kind,
-                found: self.parameter_set.clone(),
-                expected: expected.parameter_set.clone(),
-            });
-        }
+        // The fingerprint covers the parameter set: another circuit is the root cause,
+        // another set alone means a file altered after its checksum was made.
         if self.circuit != expected.circuit {
             return Err(RuntimeError::OtherCircuit {
                 path: origin.to_string(),
                 kind,
                 found: short(&self.circuit),
                 expected: short(&expected.circuit),
+            });
+        }
+        if self.parameter_set != expected.parameter_set {
+            return Err(RuntimeError::OtherParameterSet {
+                path: origin.to_string(),
+                kind,
+                found: self.parameter_set.clone(),
+                expected: expected.parameter_set.clone(),
             });
         }
         Ok(())
