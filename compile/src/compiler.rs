@@ -2,8 +2,7 @@
 //! that keeps the float model's predictions), choose the parameter set from the noise
 //! model, and package the circuit file with its report.
 
-use rayon::prelude::*;
-
+use crate::evaluate::LabelledSet;
 use crate::circuit::Circuit;
 use crate::circuit_file::{CIRCUIT_FORMAT, CIRCUIT_VERSION, CircuitFile, InputQuant};
 use crate::lower::{LowerError, LowerOptions, Lowered, RangeSource, lower};
@@ -27,26 +26,6 @@ pub const DEFAULT_ACCURACY_MARGIN: f64 = 0.001;
 /// Automatic width: the smallest whose simulated accuracy on the calibration images is
 /// at most this far (a fraction) below the float model's.
 pub const AUTO_MAX_ACCURACY_DROP: f64 = 0.002;
-
-/// Labelled images (raw pixels) for calibrated ranges and the automatic table width.
-#[derive(Debug, Clone, Default)]
-pub struct Calibration<'a> {
-    /// The images.
-    pub images: Vec<&'a [u8]>,
-    /// Their classes.
-    pub labels: Vec<usize>,
-}
-
-impl Calibration<'_> {
-    /// Fraction of the images that `classify` gets right.
-    pub fn accuracy(&self, classify: impl Fn(usize, &[u8]) -> usize + Sync) -> f64 {
-        let correct = (0..self.images.len())
-            .into_par_iter()
-            .filter(|&i| classify(i, self.images[i]) == self.labels[i])
-            .count();
-        correct as f64 / self.images.len().max(1) as f64
-    }
-}
 
 /// How to compile.
 #[derive(Debug, Clone)]
@@ -156,26 +135,12 @@ pub fn requirements(circuit: &Circuit) -> Vec<PbsRequirement> {
         .collect()
 }
 
-/// Fraction of `images` on which the clear circuit predicts the float model's class.
-pub fn agreement_with_float(
-    circuit: &Circuit,
-    reference: &ReferenceModel,
-    images: &[&[u8]],
-) -> f64 {
-    let simulator = Simulator::clear(circuit);
-    let agreeing = images
-        .par_iter()
-        .filter(|image| argmax(&simulator.logits(image, 0)) == reference.predict(image))
-        .count();
-    agreeing as f64 / images.len().max(1) as f64
-}
-
 /// Compiles `model`; `calibration` (raw-pixel images) serves calibrated ranges, the
 /// automatic choice of table width, the logits' encoding and the table usage report.
 pub fn compile(
     model: &ModelFile,
     options: &CompileOptions,
-    calibration: &Calibration,
+    calibration: &LabelledSet,
 ) -> Result<Compiled, CompileError> {
     let ranges = options.ranges.unwrap_or(if has_read_grids(model) {
         RangeSource::Trained
@@ -237,7 +202,7 @@ pub fn compile(
 fn choose_set(
     circuit: &Circuit,
     options: &CompileOptions,
-    calibration: &Calibration,
+    calibration: &LabelledSet,
 ) -> Result<(Selection, Option<CalibrationAccuracy>), CompileError> {
     let fitting = candidates(&requirements(circuit), options.target_log2_p_error)?;
     let Some(margin) = options
@@ -288,7 +253,7 @@ fn choose_lut_bits(
     model: &ModelFile,
     lower_at: &dyn Fn(&[LutBits]) -> Result<Lowered, LowerError>,
     options: &CompileOptions,
-    calibration: &Calibration,
+    calibration: &LabelledSet,
 ) -> Result<(Lowered, Selection), CompileError> {
     if calibration.images.is_empty() {
         return Err(CompileError::NoCalibration("choosing the table width"));
@@ -333,7 +298,7 @@ mod tests {
             lut_bits: Some(vec![LutBits::new(lut_bits).unwrap()]),
             ..CompileOptions::default()
         };
-        compile(&model(), &options, &Calibration::default()).unwrap()
+        compile(&model(), &options, &LabelledSet::default()).unwrap()
     }
 
     #[test]
@@ -435,7 +400,7 @@ mod tests {
         let model = model();
         let reference = ReferenceModel::new(&model);
         let images: Vec<Vec<u8>> = (0..300).map(|seed| image(1000 + seed)).collect();
-        let calibration = Calibration {
+        let calibration = LabelledSet {
             images: images.iter().map(Vec::as_slice).collect(),
             labels: images.iter().map(|i| reference.predict(i)).collect(),
         };
@@ -459,7 +424,7 @@ mod tests {
             .unwrap();
             assert!(simulated(&narrower.file) < 1.0 - AUTO_MAX_ACCURACY_DROP);
         }
-        let err = compile(&model, &CompileOptions::default(), &Calibration::default());
+        let err = compile(&model, &CompileOptions::default(), &LabelledSet::default());
         assert!(matches!(err, Err(CompileError::NoCalibration(_))));
     }
 }

@@ -9,6 +9,7 @@ pub mod activation;
 pub mod circuit;
 pub mod circuit_file;
 pub mod compiler;
+pub mod evaluate;
 pub mod fit;
 pub mod grid;
 pub mod io;

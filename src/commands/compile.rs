@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use hecnn_compile::circuit_file::CircuitFile;
-use hecnn_compile::compiler::{Calibration, CompileError, CompileOptions, Compiled, compile};
+use hecnn_compile::compiler::{CompileError, CompileOptions, Compiled, compile};
 use hecnn_compile::lower::LowerError;
 use hecnn_compile::model::ModelFile;
 use hecnn_compile::quantize::BitWidth;
 use hecnn_datasets::{LabelledImages, Split};
 
 use crate::cli::{CircuitArgs, CompileArgs, DataArgs, InspectArgs, LutChoice};
+use crate::commands::encrypted::labelled;
 
 /// Training images held out for validation, as `hecnn train` does by default: the
 /// calibration images come from them, never from the test set.
@@ -40,10 +41,7 @@ fn calibration_images(model: &ModelFile, data: &DataArgs, count: usize) -> Resul
 /// automatic table width, the logits' encoding and the report of how tables are used.
 pub fn compile_model(model: &ModelFile, args: &CircuitArgs, data: &DataArgs) -> Result<Compiled> {
     let images = calibration_images(model, data, args.calibration as usize)?;
-    let calibration = Calibration {
-        images: (0..images.len()).map(|i| images.image(i)).collect(),
-        labels: images.labels.iter().map(|&l| usize::from(l)).collect(),
-    };
+    let calibration = labelled(&images);
     let options = CompileOptions {
         lut_bits: match &args.lut_bits {
             LutChoice::Auto => None,

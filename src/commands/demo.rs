@@ -11,10 +11,9 @@ use hecnn_compile::compiler::has_read_grids;
 use hecnn_compile::model::ModelFile;
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_compile::simulate::Simulator;
-use hecnn_runtime::{ClientKey, EvaluationKey, Evaluator, Query, RuntimeFile, generate};
+use hecnn_runtime::{median, ClientKey, EvaluationKey, Evaluator, Query, RuntimeFile, generate};
 
 use crate::cli::{CompileArgs, DemoArgs, TrainArgs, step};
-use crate::commands::bench::median;
 use crate::commands::encrypted::{StageBars, load_circuit, spinner, test_images};
 
 fn path_str(path: &Path) -> &str {

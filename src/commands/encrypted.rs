@@ -1,6 +1,5 @@
 //! The encrypted workflow: `hecnn keygen`, `encrypt` and `decrypt` (the client), `run`
-//! (the server), and the in-process round trip that `eval --mode encrypted` and `bench`
-//! measure.
+//! (the server), and what the commands share: loading circuits and test images, progress.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -10,9 +9,9 @@ use anyhow::{Context, Result};
 use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_datasets::image_file::load_image;
 use hecnn_datasets::{LabelledImages, Split};
+use hecnn_compile::evaluate::LabelledSet;
 use hecnn_runtime::{
-    ClientKey, EncryptedResult, EvaluationKey, Evaluator, Prediction, Progress, Query, RuntimeFile,
-    Timings, generate,
+    ClientKey, EncryptedResult, EvaluationKey, Evaluator, Progress, Query, RuntimeFile, generate,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -77,55 +76,11 @@ impl Progress for StageBars {
     }
 }
 
-/// Client and server in one process: what `eval --mode encrypted` and `bench` measure.
-pub struct LocalSession<'c> {
-    circuit: &'c CircuitFile,
-    client: ClientKey,
-    evaluator: Evaluator<'c>,
-}
-
-impl<'c> LocalSession<'c> {
-    /// The server side built from the evaluation key alone; the client keeps its key.
-    pub fn new(
-        circuit: &'c CircuitFile,
-        client: ClientKey,
-        evaluation: &EvaluationKey,
-    ) -> Result<Self> {
-        Ok(Self {
-            circuit,
-            client,
-            evaluator: Evaluator::new(circuit, evaluation)?,
-        })
-    }
-
-    /// Fresh keys, with a spinner; returns the session and the key generation time.
-    pub fn with_fresh_keys(circuit: &'c CircuitFile) -> Result<(Self, Duration)> {
-        let bar = spinner("generating keys");
-        let started = Instant::now();
-        let (client, evaluation) = generate(circuit);
-        let keygen = started.elapsed();
-        bar.set_message("decompressing the evaluation key");
-        let session = Self::new(circuit, client, &evaluation)?;
-        bar.finish_and_clear();
-        Ok((session, keygen))
-    }
-
-    /// Encrypts one image, evaluates it over ciphertexts, decrypts the result.
-    pub fn classify(&self, image: &[u8], progress: &dyn Progress) -> Result<(Prediction, Timings)> {
-        let query = self.client.encrypt(self.circuit, &[image])?;
-        let (result, timings) = self.evaluator.evaluate(&query, progress)?;
-        let prediction = self.client.decrypt(self.circuit, &result)?.remove(0);
-        Ok((prediction, timings[0]))
-    }
-
-    /// The server side.
-    pub fn evaluator(&self) -> &Evaluator<'c> {
-        &self.evaluator
-    }
-
-    /// The client side.
-    pub fn client(&self) -> &ClientKey {
-        &self.client
+/// The images of a data set as the libraries take them.
+pub fn labelled(data: &LabelledImages) -> LabelledSet<'_> {
+    LabelledSet {
+        images: (0..data.len()).map(|i| data.image(i)).collect(),
+        labels: data.labels.iter().map(|&l| usize::from(l)).collect(),
     }
 }
 

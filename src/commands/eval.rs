@@ -8,26 +8,18 @@ use anyhow::{Context, Result};
 use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::model::{Layer, ModelFile};
 use hecnn_compile::params;
+use hecnn_compile::evaluate::{
+    LabelledSet, accuracy, agreement, circuit_predictions, float_predictions,
+};
 use hecnn_compile::reference::{ReferenceModel, argmax};
-use hecnn_compile::simulate::Simulator;
+use hecnn_datasets::Split;
 use hecnn_datasets::image_file::load_image;
-use hecnn_datasets::{LabelledImages, Split};
-use hecnn_runtime::NoProgress;
+use hecnn_runtime::LocalSession;
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 
 use crate::cli::{EvalArgs, Mode, PredictArgs};
 use crate::commands::compile::compile_model;
-use crate::commands::encrypted::LocalSession;
-
-/// Float accuracy of a model on labelled images.
-pub fn float_accuracy(model: &ReferenceModel, data: &LabelledImages) -> f64 {
-    let correct = (0..data.len())
-        .into_par_iter()
-        .filter(|&i| model.predict(data.image(i)) == usize::from(data.labels[i]))
-        .count();
-    correct as f64 / data.len().max(1) as f64
-}
+use crate::commands::encrypted::{labelled, spinner};
 
 /// What `hecnn eval` was given.
 enum Artifact {
@@ -55,55 +47,40 @@ fn load_model(path: &Path) -> Result<ModelFile> {
     ModelFile::load(path).with_context(|| format!("loading the model file {}", path.display()))
 }
 
-/// Predicted class of every image under one mode, in parallel, with a progress bar.
-fn predictions(
-    mode: Mode,
-    data: &LabelledImages,
-    classify: impl Fn(usize, &[u8]) -> usize + Sync,
-) -> Vec<usize> {
-    let bar = ProgressBar::new(data.len() as u64).with_style(
+/// A progress bar over `len` images, labelled `label`.
+pub fn image_bar(label: &str, len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64).with_style(
         ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len} images ({eta})")
             .expect("the template is valid"),
     );
-    bar.set_message(format!("{mode:?}").to_lowercase());
-    let predicted = (0..data.len())
-        .into_par_iter()
-        .map(|i| {
-            let class = classify(i, data.image(i));
-            bar.inc(1);
-            class
-        })
-        .collect();
-    bar.finish_and_clear();
-    predicted
+    bar.set_message(label.to_string());
+    bar
 }
 
-/// Predictions of a circuit in clear mode, or in simulate mode with noise from `seed`.
-pub fn circuit_predictions(
+/// The classes of one non-encrypted mode, with a progress bar: the float model's, or
+/// the circuit's in clear or simulate mode (noise seeded by `seed`).
+pub fn mode_predictions(
+    mode: Mode,
+    model: Option<&ModelFile>,
     file: &CircuitFile,
-    noisy: bool,
-    data: &LabelledImages,
+    set: &LabelledSet,
     seed: u64,
 ) -> Vec<usize> {
-    let (mode, simulator) = if noisy {
-        let set = params::by_name(&file.parameter_set).expect("circuit files name known sets");
-        (Mode::Simulate, Simulator::noisy(&file.circuit, &set))
-    } else {
-        (Mode::Clear, Simulator::clear(&file.circuit))
+    let bar = image_bar(&format!("{mode:?}").to_lowercase(), set.len());
+    let tick = || bar.inc(1);
+    let predicted = match mode {
+        Mode::Float => {
+            let reference = ReferenceModel::new(model.expect("float mode has the model"));
+            float_predictions(&reference, set, &tick)
+        }
+        Mode::Clear => circuit_predictions(&file.circuit, None, set, &tick),
+        _ => {
+            let parameters = params::by_name(&file.parameter_set).expect("circuit files name known sets");
+            circuit_predictions(&file.circuit, Some((&parameters, seed)), set, &tick)
+        }
     };
-    predictions(mode, data, |i, image| {
-        argmax(&simulator.logits(image, seed.wrapping_mul(1 << 32) ^ i as u64))
-    })
-}
-
-/// Fraction of predictions equal to the labels.
-pub fn accuracy(predicted: &[usize], labels: &[u8]) -> f64 {
-    let correct = predicted
-        .iter()
-        .zip(labels)
-        .filter(|(p, l)| **p == usize::from(**l))
-        .count();
-    correct as f64 / labels.len().max(1) as f64
+    bar.finish_and_clear();
+    predicted
 }
 
 fn fraction(count: usize, total: usize) -> f64 {
@@ -172,34 +149,31 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         }
         Artifact::Circuit(file) => (None, Some(*file)),
     };
+    let set = labelled(&test);
     let mut results: Vec<(Mode, Vec<usize>)> = Vec::new();
     for &mode in &modes {
-        let predicted = match mode {
-            Mode::Float => {
-                let model = model.as_ref().with_context(|| {
-                    format!(
-                        "float mode needs the model file, and {} is a circuit file",
-                        args.model.display()
-                    )
-                })?;
-                let reference = ReferenceModel::new(model);
-                predictions(mode, &test, |_, image| reference.predict(image))
+        if mode == Mode::Float && model.is_none() {
+            anyhow::bail!(
+                "float mode needs the model file, and {} is a circuit file",
+                args.model.display()
+            );
+        }
+        let file = file.as_ref().filter(|_| mode != Mode::Float);
+        let predicted = match (mode, file) {
+            (Mode::Encrypted, Some(file)) => encrypted_predictions(file, &set)?.0,
+            (_, Some(file)) => mode_predictions(mode, model.as_deref(), file, &set, args.seed),
+            (_, None) => {
+                let reference = ReferenceModel::new(model.as_ref().expect("checked above"));
+                let bar = image_bar("float", set.len());
+                let predicted = float_predictions(&reference, &set, &|| bar.inc(1));
+                bar.finish_and_clear();
+                predicted
             }
-            Mode::Encrypted => {
-                let file = file.as_ref().expect("compiled above for this mode");
-                encrypted_predictions(file, &test)?.0
-            }
-            Mode::Clear | Mode::Simulate => circuit_predictions(
-                file.as_ref().expect("compiled above for these modes"),
-                mode == Mode::Simulate,
-                &test,
-                args.seed,
-            ),
         };
         println!(
             "{:<8} accuracy {:.2}% on {} {source} test images",
             format!("{mode:?}").to_lowercase(),
-            100.0 * accuracy(&predicted, &test.labels),
+            100.0 * accuracy(&predicted, &set.labels),
             test.len()
         );
         results.push((mode, predicted));
@@ -213,7 +187,7 @@ fn print_agreement(results: &[(Mode, Vec<usize>)], labels: &[u8]) {
     let total = labels.len();
     for (i, (mode_a, a)) in results.iter().enumerate() {
         for (mode_b, b) in &results[i + 1..] {
-            let agreeing = a.iter().zip(b).filter(|(x, y)| x == y).count();
+            let agreeing = agreement(a, b);
             println!(
                 "agreement {:?}/{:?}: {:.2}% ({} of {} images differ)",
                 mode_a,
@@ -256,27 +230,20 @@ fn print_agreement(results: &[(Mode, Vec<usize>)], labels: &[u8]) {
 /// returns the predictions and the sorted latencies.
 pub fn encrypted_predictions(
     file: &CircuitFile,
-    data: &LabelledImages,
+    set: &LabelledSet,
 ) -> Result<(Vec<usize>, Vec<Duration>)> {
+    let bar = spinner("generating keys");
     let (session, keygen) = LocalSession::with_fresh_keys(file)?;
+    bar.finish_and_clear();
     println!(
         "encrypted: keys for {} generated in {:.1} s",
         file.parameter_set,
         keygen.as_secs_f64()
     );
-    let bar = ProgressBar::new(data.len() as u64).with_style(
-        ProgressStyle::with_template("encrypted [{bar:40}] {pos}/{len} images ({eta})")
-            .expect("the template is valid"),
-    );
-    let mut predicted = Vec::with_capacity(data.len());
-    let mut latencies = Vec::with_capacity(data.len());
-    for i in 0..data.len() {
-        let (prediction, timings) = session.classify(data.image(i), &NoProgress)?;
-        predicted.push(prediction.class);
-        latencies.push(timings.total());
-        bar.inc(1);
-    }
+    let bar = image_bar("encrypted", set.len());
+    let (predicted, timings) = session.predictions(&set.images, &|| bar.inc(1))?;
     bar.finish_and_clear();
+    let mut latencies: Vec<Duration> = timings.iter().map(|t| t.total()).collect();
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64();
     println!(

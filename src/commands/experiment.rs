@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hecnn_compile::model::ModelFile;
-use hecnn_compile::reference::ReferenceModel;
+use hecnn_compile::evaluate::{accuracy, agreement};
 use hecnn_datasets::Split;
+use hecnn_runtime::median;
 use plotters::prelude::*;
 
 use crate::cli::{CircuitArgs, DataArgs, ExperimentActivationsArgs, TrainArgs, step};
-use crate::commands::bench::median;
 use crate::commands::compile::compile_model;
-use crate::commands::eval::{accuracy, circuit_predictions, encrypted_predictions, float_accuracy};
+use crate::commands::encrypted::labelled;
+use crate::commands::eval::{encrypted_predictions, mode_predictions};
+use crate::cli::Mode;
 
 /// One measured (architecture, activation).
 struct Row {
@@ -191,17 +193,8 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
     );
     let mut rows = Vec::new();
     for (model_index, model_name) in args.models.iter().enumerate() {
-        let circuit_args: CircuitArgs = step(
-            "compile",
-            &[
-                "--ranges",
-                "calibrated",
-                "--lut-bits",
-                &lut_bits(model_index),
-                "--p-error",
-                &args.p_error,
-            ],
-        );
+        // Circuit-aware training on tables of these widths; compiled on the trained grids.
+        let circuit_args: CircuitArgs = step("compile", &["--p-error", &args.p_error]);
         for activation in &args.activations {
             println!("\n== {model_name} with {activation}");
             let path = args.dir.join(format!("{model_name}-{activation}.json"));
@@ -215,6 +208,8 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
                         "--activation",
                         activation,
                         "--qat",
+                        "--lut-bits",
+                        &lut_bits(model_index),
                         "--epochs",
                         &epochs,
                         "-o",
@@ -227,20 +222,22 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
             let compiled = compile_model(&model, &circuit_args, &data)
                 .with_context(|| format!("compiling {}", path.display()))?;
             let file = &compiled.file;
-            let clear = circuit_predictions(file, false, &test, 1);
-            let simulate = circuit_predictions(file, true, &test, 1);
-            let (encrypted, mut latencies) = encrypted_predictions(file, &sample)?;
-            let agreeing = encrypted.iter().zip(&clear).filter(|(a, b)| a == b).count();
+            let (set, sample_set) = (labelled(&test), labelled(&sample));
+            let float = mode_predictions(Mode::Float, Some(&model), file, &set, 1);
+            let clear = mode_predictions(Mode::Clear, Some(&model), file, &set, 1);
+            let simulate = mode_predictions(Mode::Simulate, Some(&model), file, &set, 1);
+            let (encrypted, mut latencies) = encrypted_predictions(file, &sample_set)?;
+            let agreeing = agreement(&encrypted, &clear);
             let row = Row {
                 model: model_name.clone(),
                 activation: activation.clone(),
                 lut_bits: file.circuit.lut_widths(),
                 parameter_set: file.parameter_set.clone(),
                 pbs: file.circuit.pbs_count(),
-                float: float_accuracy(&ReferenceModel::new(&model), &test),
-                clear: accuracy(&clear, &test.labels),
-                simulate: accuracy(&simulate, &test.labels),
-                encrypted: accuracy(&encrypted, &sample.labels),
+                float: accuracy(&float, &set.labels),
+                clear: accuracy(&clear, &set.labels),
+                simulate: accuracy(&simulate, &set.labels),
+                encrypted: accuracy(&encrypted, &sample_set.labels),
                 encrypted_images: sample.len(),
                 agreement_with_clear: agreeing as f64 / sample.len() as f64,
                 latency: median(&mut latencies),

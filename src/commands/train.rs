@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use hecnn_compile::activation::Activation;
 use hecnn_compile::model::ModelFile;
 use hecnn_compile::quantize::{BitWidth, QuantSettings};
+use hecnn_compile::evaluate::{accuracy, float_predictions};
 use hecnn_compile::reference::ReferenceModel;
 use hecnn_datasets::Split;
 use hecnn_train::architecture::Architecture;
@@ -11,7 +12,7 @@ use hecnn_train::network::CircuitTraining;
 use hecnn_train::trainer::{Checkpointing, TrainConfig, train};
 
 use crate::cli::{ActivationArgs, TrainArgs};
-use crate::commands::eval::float_accuracy;
+use crate::commands::encrypted::labelled;
 
 impl ActivationArgs {
     /// The activation these options describe.
@@ -133,7 +134,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         },
     )?;
     let reference = ReferenceModel::new(&outcome.model);
-    let test_accuracy = float_accuracy(&reference, &test);
+    let test_accuracy =
+        float_predictions(&reference, &labelled(&test), &|| {});
+    let test_accuracy = accuracy(&test_accuracy, &labelled(&test).labels);
     outcome
         .model
         .save(&args.output)
