@@ -3,10 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hecnn_compile::activation::{Activation, DEFAULT_RANGE};
+use hecnn_compile::activation::{Activation, DEFAULT_RANGE, InvalidActivation};
+use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES};
 use hecnn_compile::lower::RangeSource;
 use hecnn_compile::quantize::LutBits;
-use hecnn_datasets::DatasetSource;
+use hecnn_compile::quantize::{BitWidth, OutOfRange};
+use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource};
+use hecnn_train::network::DEFAULT_READ_NOISE;
+use hecnn_train::trainer::{
+    DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_MAX_SHIFT, DEFAULT_SEED,
+};
 
 /// Train CNNs with HE-friendly activations, compile them to TFHE circuits, and classify
 /// images the server never sees.
@@ -58,18 +64,6 @@ pub enum Experiment {
     Activations(ExperimentActivationsArgs),
 }
 
-/// Options of a step, parsed as the user would type them.
-#[derive(Parser)]
-struct Step<T: clap::Args> {
-    #[command(flatten)]
-    args: T,
-}
-
-/// The options of a step, as `hecnn COMMAND ARGS...` would parse them (defaults included).
-pub fn step<T: clap::Args>(command: &str, args: &[&str]) -> T {
-    Step::<T>::parse_from(std::iter::once(command).chain(args.iter().copied())).args
-}
-
 /// Which data set.
 #[derive(Debug, Args)]
 pub struct DataArgs {
@@ -109,6 +103,18 @@ pub struct ActivationArgs {
     pub poly_init: String,
 }
 
+impl ActivationArgs {
+    /// The activation these options describe.
+    pub fn activation(&self) -> Result<Activation, InvalidActivation> {
+        Activation::from_name(
+            &self.activation,
+            self.range,
+            usize::from(self.poly_degree),
+            &self.poly_init,
+        )
+    }
+}
+
 /// Options of `hecnn train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -135,29 +141,29 @@ pub struct TrainArgs {
     pub lut_bits: Option<LutWidths>,
     /// Read noise sampled in circuit-aware training, in table entries (standard
     /// deviation): what an encrypted read adds (the compile report's `std (box)`).
-    #[arg(long, default_value_t = 0.15, requires = "lut_bits")]
+    #[arg(long, default_value_t = DEFAULT_READ_NOISE, requires = "lut_bits")]
     pub read_noise: f64,
     /// Start from this model file instead of a fresh network (fine-tuning: float -> QAT ->
     /// circuit-aware); --model and --activation are then unused.
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// Passes over the training data.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = DEFAULT_EPOCHS)]
     pub epochs: usize,
     /// Images per optimiser step.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Initial learning rate (Adam, cosine decay to 1%).
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = DEFAULT_LEARNING_RATE)]
     pub lr: f64,
     /// Random seed.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
     /// Augmentation: shift training images by up to this many pixels (0: none).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = DEFAULT_MAX_SHIFT)]
     pub max_shift: usize,
     /// Training images held out for validation (the last ones of the training file).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = DEFAULT_VALIDATION_IMAGES)]
     pub validation: usize,
     /// Train on the first N training images only.
     #[arg(long)]
@@ -297,11 +303,27 @@ pub struct CircuitArgs {
     pub accuracy_margin: f64,
     /// Calibration images: the first N of the validation split (the last 5000 training
     /// images, never the test set).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
+    #[arg(long, default_value_t = DEFAULT_CALIBRATION_IMAGES as u64, value_parser = clap::value_parser!(u64).range(1..=50_000))]
     pub calibration: u64,
     /// Width of weights the model did not quantise in training.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub weight_bits: u8,
+}
+
+impl CircuitArgs {
+    /// The compiler's options these arguments describe.
+    pub fn options(&self) -> Result<CompileOptions, OutOfRange> {
+        Ok(CompileOptions {
+            lut_bits: match &self.lut_bits {
+                LutChoice::Auto => None,
+                LutChoice::Bits(bits) => Some(bits.clone()),
+            },
+            target_log2_p_error: self.p_error,
+            ranges: self.ranges.source(),
+            weight_bits: BitWidth::new(self.weight_bits)?,
+            accuracy_margin: Some(self.accuracy_margin / 100.0),
+        })
+    }
 }
 
 /// Options of `hecnn compile`.
@@ -519,13 +541,13 @@ pub struct ExperimentActivationsArgs {
     /// Test images evaluated encrypted per model.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub encrypted_images: u64,
-    /// Table bits of the compiled circuits (calibrated ranges): one for all models, or one
-    /// per model in the order of --models.
-    #[arg(long, value_delimiter = ',', default_value = "6,5", value_parser = clap::value_parser!(u32).range(2..=8))]
+    /// Table bits the models are trained and compiled with (circuit-aware training): one
+    /// for all models, or one per model in the order of --models.
+    #[arg(long, value_delimiter = ',', default_value = "5,4", value_parser = clap::value_parser!(u32).range(2..=8))]
     pub lut_bits: Vec<u32>,
-    /// Target error probability per PBS of the compiled circuits.
-    #[arg(long, default_value = "2^-20")]
-    pub p_error: String,
+    /// Target error probability per PBS of the compiled circuits (`2^-20`, `1e-6`).
+    #[arg(long, default_value = "2^-20", value_parser = parse_log2_probability)]
+    pub p_error: f64,
     /// Folder for the trained models (reused when present).
     #[arg(long, default_value = "experiment")]
     pub dir: PathBuf,

@@ -2,6 +2,9 @@
 
 mod cli;
 mod commands;
+mod measure;
+mod pipeline;
+mod progress;
 
 use clap::Parser;
 

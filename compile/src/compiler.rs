@@ -2,9 +2,9 @@
 //! that keeps the float model's predictions), choose the parameter set from the noise
 //! model, and package the circuit file with its report.
 
-use crate::evaluate::LabelledSet;
 use crate::circuit::Circuit;
 use crate::circuit_file::{CIRCUIT_FORMAT, CIRCUIT_VERSION, CircuitFile, InputQuant};
+use crate::evaluate::LabelledSet;
 use crate::lower::{LowerError, LowerOptions, Lowered, RangeSource, lower};
 use crate::model::{Layer, ModelFile};
 use crate::quantize::{BitWidth, LutBits};
@@ -18,6 +18,9 @@ pub const DEFAULT_LOG2_P_ERROR: f64 = -40.0;
 
 /// Table widths tried when the width is chosen automatically.
 pub const AUTO_LUT_BITS: std::ops::RangeInclusive<u32> = 2..=LutBits::MAX;
+
+/// Calibration images by default (the first of the validation split).
+pub const DEFAULT_CALIBRATION_IMAGES: usize = 1000;
 
 /// Default largest loss of simulated against clear accuracy on the calibration images
 /// (a fraction) when choosing the parameter set.

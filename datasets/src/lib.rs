@@ -16,6 +16,10 @@ use std::path::PathBuf;
 
 pub use source::{DatasetSource, FASHION_MNIST_SYSTEM_DIR};
 
+/// Training images held out for validation by default (the last ones of the training
+/// file): what training validates on and the compiler calibrates on, never the test set.
+pub const DEFAULT_VALIDATION_IMAGES: usize = 5000;
+
 /// Everything that can go wrong while reading data; each variant names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {

@@ -126,7 +126,8 @@ impl BenchReport {
 
     /// The latency floor on `threads` cores: every core busy with PBS, nothing else.
     pub fn floor(&self, threads: usize) -> Duration {
-        self.one_pbs.mul_f64(self.pbs as f64 / threads.max(1) as f64)
+        self.one_pbs
+            .mul_f64(self.pbs as f64 / threads.max(1) as f64)
     }
 }
 

@@ -7,7 +7,8 @@ use anyhow::Result;
 use hecnn_runtime::{BenchStep, bench};
 
 use crate::cli::BenchArgs;
-use crate::commands::encrypted::{labelled, load_circuit, spinner, test_images};
+use crate::pipeline::{labelled, load_circuit, test_images};
+use crate::progress::spinner;
 
 fn kib(bytes: usize) -> f64 {
     bytes as f64 / 1024.0
@@ -15,7 +16,8 @@ fn kib(bytes: usize) -> f64 {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let circuit = load_circuit(&args.circuit)?;
-    let test = test_images(&circuit, &args.data)?.truncated(args.images as usize);
+    let test =
+        test_images(&circuit, &args.data.source(&circuit.dataset))?.truncated(args.images as usize);
     let threads = rayon::current_num_threads();
     println!(
         "circuit {} ({}, {} table bits), {threads} threads",
@@ -31,8 +33,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.pbs_samples as usize,
         &|step| match step {
             BenchStep::Keys => bar.set_message("generating keys"),
-            BenchStep::EvaluationKey => bar.set_message("serialising and decompressing the evaluation key"),
-            BenchStep::Images => bar.set_message(format!("classifying {} images encrypted", images.len())),
+            BenchStep::EvaluationKey => {
+                bar.set_message("serialising and decompressing the evaluation key")
+            }
+            BenchStep::Images => {
+                bar.set_message(format!("classifying {} images encrypted", images.len()))
+            }
             BenchStep::Pbs => bar.set_message("timing single PBS"),
         },
         &|| bar.inc(1),
@@ -61,7 +67,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         kib(report.query_bytes),
         circuit.input.shape.len()
     );
-    println!("result          {:.1} KiB per image", kib(report.result_bytes));
+    println!(
+        "result          {:.1} KiB per image",
+        kib(report.result_bytes)
+    );
     println!("PBS per image   {pbs}");
     println!(
         "latency         {:.2} s per image (median of {}; min {:.2} s, max {:.2} s); linear maps {:.1}% of the time",

@@ -7,18 +7,24 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hecnn_compile::compiler::has_read_grids;
+use hecnn_compile::activation::{Activation, DEFAULT_RANGE};
+use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES, has_read_grids};
+use hecnn_compile::lower::RangeSource;
 use hecnn_compile::model::ModelFile;
+use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_compile::simulate::Simulator;
-use hecnn_runtime::{median, ClientKey, EvaluationKey, Evaluator, Query, RuntimeFile, generate};
+use hecnn_datasets::DEFAULT_VALIDATION_IMAGES;
+use hecnn_runtime::{ClientKey, EvaluationKey, Evaluator, Query, RuntimeFile, generate, median};
+use hecnn_train::architecture::Architecture;
+use hecnn_train::network::{CircuitTraining, DEFAULT_READ_NOISE};
+use hecnn_train::trainer::{Checkpointing, TrainConfig};
 
-use crate::cli::{CompileArgs, DemoArgs, TrainArgs, step};
-use crate::commands::encrypted::{StageBars, load_circuit, spinner, test_images};
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().unwrap_or_default()
-}
+use crate::cli::DemoArgs;
+use crate::pipeline::{
+    TrainJob, compile_and_save, load_circuit, load_model, test_images, train_model,
+};
+use crate::progress::{StageBars, spinner};
 
 /// Trains and compiles unless given a model or circuit; returns the circuit path and the
 /// model file, if any (the float column needs it).
@@ -26,56 +32,59 @@ fn model_and_circuit(args: &DemoArgs) -> Result<(PathBuf, Option<ModelFile>)> {
     if let Some(circuit) = &args.circuit {
         return Ok((circuit.clone(), None));
     }
-    let model_path = match &args.model {
-        Some(model) => model.clone(),
+    let model = match &args.model {
+        Some(path) => load_model(path)?,
         None => {
-            let model = args.dir.join("model.json");
-            let epochs = args.epochs.to_string();
-            let mut train_args = vec![
-                "--model",
-                &args.architecture,
-                "--activation",
-                "swish4",
-                "--qat",
-                "--lut-bits",
-                "4",
-                "--epochs",
-                &epochs,
-                "-o",
-                path_str(&model),
-            ];
-            if let Some(dataset) = &args.data.dataset {
-                train_args.extend(["--dataset", dataset]);
-            }
-            if let Some(dir) = &args.data.data_dir {
-                train_args.extend(["--data-dir", path_str(dir)]);
-            }
             println!(
                 "== 1. train ({} epochs, circuit-aware: 4-bit tables read with noise)",
                 args.epochs
             );
-            crate::commands::train::run(&step::<TrainArgs>("train", &train_args))?;
-            model
+            let four = BitWidth::new(4).expect("a valid width");
+            let config = TrainConfig {
+                quant: Some(QuantSettings {
+                    weight_bits: four,
+                    activation_bits: four,
+                }),
+                circuit: Some(CircuitTraining {
+                    lut_bits: vec![LutBits::new(4).expect("a valid width")],
+                    read_noise: DEFAULT_READ_NOISE,
+                }),
+                epochs: args.epochs as usize,
+                ..TrainConfig::new(
+                    Architecture::named(&args.architecture)?,
+                    Activation::from_name("swish4", DEFAULT_RANGE, 4, "swish4")?,
+                )
+            };
+            train_model(&TrainJob {
+                config,
+                source: args.data.source("mnist"),
+                validation: DEFAULT_VALIDATION_IMAGES,
+                limit: None,
+                checkpointing: Checkpointing::default(),
+                output: args.dir.join("model.json"),
+            })?
         }
     };
     let circuit = args.dir.join("model.circuit");
     println!("\n== 2. compile");
-    let model = ModelFile::load(&model_path)
-        .with_context(|| format!("loading the model file {}", model_path.display()))?;
     // A circuit-aware model compiles on the grids it was trained on; another model on
     // calibrated ranges with 5-bit tables. The set is the cheapest whose simulated
     // accuracy stays within 0.1 points of clear, down to a per-read error of 2^-20.
-    let mut compile_args = vec![
-        path_str(&model_path),
-        "-o",
-        path_str(&circuit),
-        "--p-error",
-        "2^-20",
-    ];
-    if !has_read_grids(&model) {
-        compile_args.extend(["--ranges", "calibrated", "--lut-bits", "5"]);
-    }
-    crate::commands::compile::run(&step::<CompileArgs>("compile", &compile_args))?;
+    let grids = has_read_grids(&model);
+    let options = CompileOptions {
+        target_log2_p_error: -20.0,
+        ranges: (!grids).then_some(RangeSource::Calibrated),
+        lut_bits: (!grids).then(|| vec![LutBits::new(5).expect("a valid width")]),
+        ..CompileOptions::default()
+    };
+    compile_and_save(
+        &model,
+        &options,
+        &args.data.source(&model.dataset),
+        DEFAULT_CALIBRATION_IMAGES,
+        &circuit,
+        false,
+    )?;
     Ok((circuit, Some(model)))
 }
 
@@ -84,7 +93,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         .with_context(|| format!("creating the demo folder {}", args.dir.display()))?;
     let (circuit_path, model) = model_and_circuit(args)?;
     let circuit = load_circuit(&circuit_path)?;
-    let test = test_images(&circuit, &args.data)?.truncated(args.images as usize);
+    let test =
+        test_images(&circuit, &args.data.source(&circuit.dataset))?.truncated(args.images as usize);
 
     println!(
         "\n== 3. client: keys, and {} encrypted test images",

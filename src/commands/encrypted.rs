@@ -1,88 +1,17 @@
 //! The encrypted workflow: `hecnn keygen`, `encrypt` and `decrypt` (the client), `run`
-//! (the server), and what the commands share: loading circuits and test images, progress.
+//! (the server).
 
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_datasets::image_file::load_image;
-use hecnn_datasets::{LabelledImages, Split};
-use hecnn_compile::evaluate::LabelledSet;
 use hecnn_runtime::{
-    ClientKey, EncryptedResult, EvaluationKey, Evaluator, Progress, Query, RuntimeFile, generate,
+    ClientKey, EncryptedResult, EvaluationKey, Evaluator, Query, RuntimeFile, generate,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{DataArgs, DecryptArgs, EncryptArgs, KeygenArgs, RunArgs};
-
-/// Reads a circuit file.
-pub fn load_circuit(path: &Path) -> Result<CircuitFile> {
-    CircuitFile::load(path).with_context(|| format!("loading the circuit file {}", path.display()))
-}
-
-/// The test set a circuit's model was trained on (or the one `data` names).
-pub fn test_images(circuit: &CircuitFile, data: &DataArgs) -> Result<LabelledImages> {
-    let source = data.source(&circuit.dataset);
-    let test = source
-        .load(Split::Test)
-        .with_context(|| format!("loading the {source} test set"))?;
-    if test.image_len() != circuit.input.shape.len() {
-        anyhow::bail!(
-            "the {source} images have {}x{} pixels, the circuit {} reads {}",
-            test.rows,
-            test.cols,
-            circuit.name,
-            circuit.input.shape
-        );
-    }
-    Ok(test)
-}
-
-/// A spinner for a step of unknown length.
-pub fn spinner(message: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner().with_message(message.to_string());
-    bar.enable_steady_tick(Duration::from_millis(100));
-    bar
-}
-
-/// One progress bar per stage, counting its table reads.
-#[derive(Default)]
-pub struct StageBars {
-    current: Mutex<Option<ProgressBar>>,
-}
-
-impl Progress for StageBars {
-    fn stage_started(&self, label: &str, reads: usize) {
-        let bar = ProgressBar::new(reads as u64).with_style(
-            ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} PBS ({elapsed})")
-                .expect("the template is valid"),
-        );
-        bar.set_message(label.to_string());
-        *self.current.lock().expect("no panics while held") = Some(bar);
-    }
-
-    fn read_done(&self) {
-        if let Some(bar) = &*self.current.lock().expect("no panics while held") {
-            bar.inc(1);
-        }
-    }
-
-    fn stage_finished(&self) {
-        if let Some(bar) = self.current.lock().expect("no panics while held").take() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-/// The images of a data set as the libraries take them.
-pub fn labelled(data: &LabelledImages) -> LabelledSet<'_> {
-    LabelledSet {
-        images: (0..data.len()).map(|i| data.image(i)).collect(),
-        labels: data.labels.iter().map(|&l| usize::from(l)).collect(),
-    }
-}
+use crate::cli::{DecryptArgs, EncryptArgs, KeygenArgs, RunArgs};
+use crate::pipeline::{load_circuit, test_images};
+use crate::progress::{StageBars, spinner};
 
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1 << 20) as f64
@@ -134,7 +63,7 @@ pub fn encrypt(args: &EncryptArgs) -> Result<()> {
         images.push(load_image(path)?);
     }
     if !args.test_index.is_empty() {
-        let test = test_images(&circuit, &args.data)?;
+        let test = test_images(&circuit, &args.data.source(&circuit.dataset))?;
         for &index in &args.test_index {
             if index >= test.len() {
                 anyhow::bail!(

@@ -2,24 +2,18 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hecnn_compile::circuit_file::CircuitFile;
+use hecnn_compile::evaluate::{accuracy, agreement};
 use hecnn_compile::model::{Layer, ModelFile};
-use hecnn_compile::params;
-use hecnn_compile::evaluate::{
-    LabelledSet, accuracy, agreement, circuit_predictions, float_predictions,
-};
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_datasets::Split;
 use hecnn_datasets::image_file::load_image;
-use hecnn_runtime::LocalSession;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{EvalArgs, Mode, PredictArgs};
-use crate::commands::compile::compile_model;
-use crate::commands::encrypted::{labelled, spinner};
+use crate::measure::mode_predictions;
+use crate::pipeline::{compile_model, labelled, load_model};
 
 /// What `hecnn eval` was given.
 enum Artifact {
@@ -41,46 +35,6 @@ fn load_artifact(path: &Path) -> Result<Artifact> {
     } else {
         Ok(Artifact::Model(Box::new(load_model(path)?)))
     }
-}
-
-fn load_model(path: &Path) -> Result<ModelFile> {
-    ModelFile::load(path).with_context(|| format!("loading the model file {}", path.display()))
-}
-
-/// A progress bar over `len` images, labelled `label`.
-pub fn image_bar(label: &str, len: usize) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64).with_style(
-        ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len} images ({eta})")
-            .expect("the template is valid"),
-    );
-    bar.set_message(label.to_string());
-    bar
-}
-
-/// The classes of one non-encrypted mode, with a progress bar: the float model's, or
-/// the circuit's in clear or simulate mode (noise seeded by `seed`).
-pub fn mode_predictions(
-    mode: Mode,
-    model: Option<&ModelFile>,
-    file: &CircuitFile,
-    set: &LabelledSet,
-    seed: u64,
-) -> Vec<usize> {
-    let bar = image_bar(&format!("{mode:?}").to_lowercase(), set.len());
-    let tick = || bar.inc(1);
-    let predicted = match mode {
-        Mode::Float => {
-            let reference = ReferenceModel::new(model.expect("float mode has the model"));
-            float_predictions(&reference, set, &tick)
-        }
-        Mode::Clear => circuit_predictions(&file.circuit, None, set, &tick),
-        _ => {
-            let parameters = params::by_name(&file.parameter_set).expect("circuit files name known sets");
-            circuit_predictions(&file.circuit, Some((&parameters, seed)), set, &tick)
-        }
-    };
-    bar.finish_and_clear();
-    predicted
 }
 
 fn fraction(count: usize, total: usize) -> f64 {
@@ -133,8 +87,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let (model, file) = match artifact {
         Artifact::Model(model) => {
             let file = if modes.iter().any(|m| *m != Mode::Float) {
-                let compiled = compile_model(&model, &args.circuit, &args.data)
-                    .with_context(|| format!("compiling {}", args.model.display()))?;
+                let compiled = compile_model(
+                    &model,
+                    &args.circuit.options()?,
+                    &args.data.source(&model.dataset),
+                    args.circuit.calibration as usize,
+                )
+                .with_context(|| format!("compiling {}", args.model.display()))?;
                 println!(
                     "compiled: {} table bits, {}, {} PBS per image",
                     compiled.file.circuit.lut_widths(),
@@ -152,24 +111,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let set = labelled(&test);
     let mut results: Vec<(Mode, Vec<usize>)> = Vec::new();
     for &mode in &modes {
-        if mode == Mode::Float && model.is_none() {
-            anyhow::bail!(
-                "float mode needs the model file, and {} is a circuit file",
-                args.model.display()
-            );
-        }
-        let file = file.as_ref().filter(|_| mode != Mode::Float);
-        let predicted = match (mode, file) {
-            (Mode::Encrypted, Some(file)) => encrypted_predictions(file, &set)?.0,
-            (_, Some(file)) => mode_predictions(mode, model.as_deref(), file, &set, args.seed),
-            (_, None) => {
-                let reference = ReferenceModel::new(model.as_ref().expect("checked above"));
-                let bar = image_bar("float", set.len());
-                let predicted = float_predictions(&reference, &set, &|| bar.inc(1));
-                bar.finish_and_clear();
-                predicted
-            }
-        };
+        let predicted = mode_predictions(mode, model.as_deref(), file.as_ref(), &set, args.seed)
+            .with_context(|| format!("evaluating {}", args.model.display()))?;
         println!(
             "{:<8} accuracy {:.2}% on {} {source} test images",
             format!("{mode:?}").to_lowercase(),
@@ -223,38 +166,6 @@ fn print_agreement(results: &[(Mode, Vec<usize>)], labels: &[u8]) {
             );
         }
     }
-}
-
-/// Every image encrypted under fresh keys, evaluated over ciphertexts, decrypted, one
-/// after the other (each evaluation uses every core); prints the latency distribution and
-/// returns the predictions and the sorted latencies.
-pub fn encrypted_predictions(
-    file: &CircuitFile,
-    set: &LabelledSet,
-) -> Result<(Vec<usize>, Vec<Duration>)> {
-    let bar = spinner("generating keys");
-    let (session, keygen) = LocalSession::with_fresh_keys(file)?;
-    bar.finish_and_clear();
-    println!(
-        "encrypted: keys for {} generated in {:.1} s",
-        file.parameter_set,
-        keygen.as_secs_f64()
-    );
-    let bar = image_bar("encrypted", set.len());
-    let (predicted, timings) = session.predictions(&set.images, &|| bar.inc(1))?;
-    bar.finish_and_clear();
-    let mut latencies: Vec<Duration> = timings.iter().map(|t| t.total()).collect();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64();
-    println!(
-        "encrypted latency per image: median {:.2} s, min {:.2} s, 90th percentile {:.2} s, max {:.2} s ({} PBS each)",
-        at(0.5),
-        at(0.0),
-        at(0.9),
-        at(1.0),
-        file.circuit.pbs_count()
-    );
-    Ok((predicted, latencies))
 }
 
 pub fn predict(args: &PredictArgs) -> Result<()> {

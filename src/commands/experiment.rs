@@ -1,24 +1,27 @@
 //! `hecnn experiment activations`: the seeds' claim, measured. For each activation and
-//! architecture: train with QAT, compile, then float, clear and simulate accuracy on the
-//! full test set, encrypted accuracy on a sample, PBS count and encrypted latency; written
-//! as a markdown table and a plot.
+//! architecture: train circuit-aware (QAT on the tables' grids), compile, then float,
+//! clear and simulate accuracy on the full test set, encrypted accuracy on a sample, PBS
+//! count and encrypted latency; written as a markdown table and a plot.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hecnn_compile::model::ModelFile;
+use hecnn_compile::activation::{Activation, DEFAULT_RANGE};
+use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES};
 use hecnn_compile::evaluate::{accuracy, agreement};
-use hecnn_datasets::Split;
+use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
+use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource, Split};
 use hecnn_runtime::median;
+use hecnn_train::architecture::Architecture;
+use hecnn_train::network::{CircuitTraining, DEFAULT_READ_NOISE};
+use hecnn_train::trainer::{Checkpointing, TrainConfig};
 use plotters::prelude::*;
 
-use crate::cli::{CircuitArgs, DataArgs, ExperimentActivationsArgs, TrainArgs, step};
-use crate::commands::compile::compile_model;
-use crate::commands::encrypted::labelled;
-use crate::commands::eval::{encrypted_predictions, mode_predictions};
-use crate::cli::Mode;
+use crate::cli::{ExperimentActivationsArgs, Mode};
+use crate::measure::{encrypted_predictions, mode_predictions};
+use crate::pipeline::{TrainJob, compile_model, labelled, load_model, train_model};
 
 /// One measured (architecture, activation).
 struct Row {
@@ -164,9 +167,8 @@ fn plot(path: &Path, rows: &[Row], activations: &[String]) -> Result<()> {
 pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating the experiment folder {}", args.dir.display()))?;
-    let data: DataArgs = step("data", &[]);
-    let test = data
-        .source("mnist")
+    let source = DatasetSource::Mnist;
+    let test = source
         .load(Split::Test)
         .context("loading the MNIST test set")?;
     let sample = test.truncated(args.encrypted_images as usize);
@@ -177,9 +179,13 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
             args.models.len()
         );
     }
-    let lut_bits = |model: usize| args.lut_bits[model.min(args.lut_bits.len() - 1)].to_string();
+    let lut_bits = |model: usize| -> Result<LutBits> {
+        Ok(LutBits::new(
+            args.lut_bits[model.min(args.lut_bits.len() - 1)],
+        )?)
+    };
     let command = format!(
-        "hecnn experiment activations --models {} --activations {} --epochs {} --encrypted-images {} --lut-bits {} --p-error {}",
+        "hecnn experiment activations --models {} --activations {} --epochs {} --encrypted-images {} --lut-bits {} --p-error 2^{}",
         args.models.join(","),
         args.activations.join(","),
         args.epochs,
@@ -191,41 +197,53 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
             .join(","),
         args.p_error
     );
+    // Compiled on the grids the models were trained on.
+    let options = CompileOptions {
+        target_log2_p_error: args.p_error,
+        ..CompileOptions::default()
+    };
+    let four = BitWidth::new(4).expect("a valid width");
     let mut rows = Vec::new();
     for (model_index, model_name) in args.models.iter().enumerate() {
-        // Circuit-aware training on tables of these widths; compiled on the trained grids.
-        let circuit_args: CircuitArgs = step("compile", &["--p-error", &args.p_error]);
         for activation in &args.activations {
             println!("\n== {model_name} with {activation}");
             let path = args.dir.join(format!("{model_name}-{activation}.json"));
             if args.retrain || !path.exists() {
-                let epochs = args.epochs.to_string();
-                crate::commands::train::run(&step::<TrainArgs>(
-                    "train",
-                    &[
-                        "--model",
-                        model_name,
-                        "--activation",
-                        activation,
-                        "--qat",
-                        "--lut-bits",
-                        &lut_bits(model_index),
-                        "--epochs",
-                        &epochs,
-                        "-o",
-                        path.to_str().unwrap_or_default(),
-                    ],
-                ))?;
+                let config = TrainConfig {
+                    quant: Some(QuantSettings {
+                        weight_bits: four,
+                        activation_bits: four,
+                    }),
+                    circuit: Some(CircuitTraining {
+                        lut_bits: vec![lut_bits(model_index)?],
+                        read_noise: DEFAULT_READ_NOISE,
+                    }),
+                    epochs: args.epochs as usize,
+                    ..TrainConfig::new(
+                        Architecture::named(model_name)?,
+                        Activation::from_name(activation, DEFAULT_RANGE, 4, "swish4")?,
+                    )
+                };
+                train_model(&TrainJob {
+                    config,
+                    source: source.clone(),
+                    validation: DEFAULT_VALIDATION_IMAGES,
+                    limit: None,
+                    checkpointing: Checkpointing::default(),
+                    output: path.clone(),
+                })?;
             }
-            let model = ModelFile::load(&path)
-                .with_context(|| format!("loading the model file {}", path.display()))?;
-            let compiled = compile_model(&model, &circuit_args, &data)
+            let model = load_model(&path)?;
+            let compiled = compile_model(&model, &options, &source, DEFAULT_CALIBRATION_IMAGES)
                 .with_context(|| format!("compiling {}", path.display()))?;
             let file = &compiled.file;
             let (set, sample_set) = (labelled(&test), labelled(&sample));
-            let float = mode_predictions(Mode::Float, Some(&model), file, &set, 1);
-            let clear = mode_predictions(Mode::Clear, Some(&model), file, &set, 1);
-            let simulate = mode_predictions(Mode::Simulate, Some(&model), file, &set, 1);
+            let predict = |mode| mode_predictions(mode, Some(&model), Some(file), &set, 1);
+            let (float, clear, simulate) = (
+                predict(Mode::Float)?,
+                predict(Mode::Clear)?,
+                predict(Mode::Simulate)?,
+            );
             let (encrypted, mut latencies) = encrypted_predictions(file, &sample_set)?;
             let agreeing = agreement(&encrypted, &clear);
             let row = Row {

@@ -72,6 +72,11 @@ pub enum Layer {
     Dense(Dense),
 }
 
+/// Read noise sampled in circuit-aware training by default, in table entries: about twice
+/// what the N = 2048 sets add to 4-bit reads, so that the network learns to keep its
+/// decisions away from entry boundaries.
+pub const DEFAULT_READ_NOISE: f64 = 0.15;
+
 /// Circuit-aware training: every activation's inputs read on the grid of the table the
 /// compiler will build, with the read noise of encrypted evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

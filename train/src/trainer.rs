@@ -25,6 +25,17 @@ use crate::TrainError;
 use crate::architecture::Architecture;
 use crate::network::{CircuitTraining, Network, input_tensor};
 
+/// Passes over the training data by default.
+pub const DEFAULT_EPOCHS: usize = 10;
+/// Images per optimiser step by default.
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+/// Initial learning rate by default.
+pub const DEFAULT_LEARNING_RATE: f64 = 3e-3;
+/// Seed by default.
+pub const DEFAULT_SEED: u64 = 1;
+/// Augmentation shift by default, in pixels.
+pub const DEFAULT_MAX_SHIFT: usize = 1;
+
 /// Learning rate at the end of the cosine schedule, relative to the initial one.
 const FINAL_LR_FRACTION: f64 = 0.01;
 /// Largest checkpoint file accepted.
@@ -60,6 +71,22 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// A float run of `architecture` with `activation` and the default settings.
+    pub fn new(architecture: Architecture, activation: Activation) -> Self {
+        Self {
+            architecture,
+            activation,
+            quant: None,
+            circuit: None,
+            init: None,
+            epochs: DEFAULT_EPOCHS,
+            batch_size: DEFAULT_BATCH_SIZE,
+            learning_rate: DEFAULT_LEARNING_RATE,
+            seed: DEFAULT_SEED,
+            max_shift: DEFAULT_MAX_SHIFT,
+        }
+    }
+
     /// Checks the numeric settings.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |reason: String| Err(TrainError::Config(reason));

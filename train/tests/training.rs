@@ -3,7 +3,8 @@
 
 use burn::prelude::*;
 use hecnn_compile::activation::Activation;
-use hecnn_compile::compiler::{Calibration, CompileOptions, compile, has_read_grids};
+use hecnn_compile::compiler::{CompileOptions, compile, has_read_grids};
+use hecnn_compile::evaluate::LabelledSet;
 use hecnn_compile::model::{Layer, ModelFile};
 use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_compile::reference::{ReferenceModel, argmax};
@@ -352,7 +353,7 @@ fn circuit_aware_training_makes_the_circuit_the_trained_network() {
         // The compiler uses the trained grids (no calibration needed) and the clear
         // circuit computes the trained network.
         let compiled =
-            compile(&model, &CompileOptions::default(), &Calibration::default()).unwrap();
+            compile(&model, &CompileOptions::default(), &LabelledSet::default()).unwrap();
         assert_eq!(compiled.file.circuit.lut_widths(), "4,5");
         let clear = Simulator::clear(&compiled.file.circuit);
         let agreeing = (0..images.len())
