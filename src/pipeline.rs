@@ -14,6 +14,9 @@ use hecnn_compile::model::ModelFile;
 use hecnn_compile::reference::ReferenceModel;
 use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource, LabelledImages, Split};
 use hecnn_train::trainer::{Checkpointing, TrainConfig, train};
+use hecnn_train::{ConfigError, TrainError};
+
+use crate::progress::EpochBars;
 
 /// A training run as `hecnn train` describes it.
 pub struct TrainJob {
@@ -88,18 +91,20 @@ pub fn train_model(job: &TrainJob) -> Result<ModelFile> {
         &validation,
         &source.to_string(),
         &job.checkpointing,
-        true,
-        |r| {
-            println!(
-                "epoch {:>3}: loss {:.4}  train {:.2}%  validation {:.2}%  ({:.1} s)",
-                r.epoch,
-                r.loss,
-                100.0 * r.train_accuracy,
-                100.0 * r.validation_accuracy,
-                r.seconds
-            );
-        },
-    )?;
+        &mut EpochBars::default(),
+    )
+    .map_err(|e| {
+        let hint = match &e {
+            TrainError::Config(ConfigError::NoEpochs) => " (--epochs)",
+            TrainError::Config(ConfigError::NoBatch) => " (--batch-size)",
+            TrainError::Config(ConfigError::LearningRate(_)) => " (--lr)",
+            TrainError::Config(ConfigError::ReadNoise(_)) => " (--read-noise)",
+            TrainError::Config(ConfigError::ResumeWithoutCheckpoint) => ": give --checkpoint DIR",
+            TrainError::Diverged { .. } => ": lower --lr, or use a smaller --range",
+            _ => "",
+        };
+        anyhow::anyhow!("{e}{hint}")
+    })?;
     let test_set = labelled(&test);
     let predicted = float_predictions(&ReferenceModel::new(&outcome.model), &test_set, &|| {});
     outcome

@@ -7,6 +7,46 @@ pub mod network;
 pub mod quant;
 pub mod trainer;
 
+/// A training setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// No epoch to run.
+    #[error("the number of epochs must be at least 1")]
+    NoEpochs,
+    /// Empty batches.
+    #[error("the batch size must be at least 1")]
+    NoBatch,
+    /// A learning rate that is not positive.
+    #[error("learning rate {0} must be positive")]
+    LearningRate(f64),
+    /// Circuit-aware training without quantisation-aware training.
+    #[error("circuit-aware training needs quantisation-aware training")]
+    CircuitWithoutQuantisation,
+    /// Circuit-aware training without table widths.
+    #[error("circuit-aware training needs table bits")]
+    NoTableBits,
+    /// Read noise out of range.
+    #[error("read noise {0} must be in [0, 8) table entries")]
+    ReadNoise(f64),
+    /// Nothing to train on.
+    #[error("the training set is empty")]
+    EmptyTrainingSet,
+    /// Resuming without a checkpoint folder.
+    #[error("resuming needs a checkpoint folder")]
+    ResumeWithoutCheckpoint,
+    /// An initial model of another input size.
+    #[error("the initial model reads {model} inputs, the training images have {images} pixels")]
+    InitialInput {
+        /// What the model reads.
+        model: hecnn_compile::model::Shape,
+        /// Pixels per training image.
+        images: usize,
+    },
+    /// An unusable activation.
+    #[error(transparent)]
+    Activation(#[from] hecnn_compile::activation::InvalidActivation),
+}
+
 /// Training failed; each variant names the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -19,8 +59,8 @@ pub enum TrainError {
         reason: String,
     },
     /// A setting is out of range.
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// A checkpoint cannot be written or resumed from.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint {
@@ -30,12 +70,10 @@ pub enum TrainError {
         reason: String,
     },
     /// The loss became infinite or NaN.
-    #[error("training diverged in epoch {epoch} (loss is not finite): {hint}")]
+    #[error("training diverged in epoch {epoch} (the loss is not finite)")]
     Diverged {
         /// The epoch, from 1.
         epoch: usize,
-        /// What to try.
-        hint: String,
     },
     /// A file could not be read or written.
     #[error(transparent)]

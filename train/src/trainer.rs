@@ -15,13 +15,12 @@ use hecnn_compile::io::{read_limited, write_atomic};
 use hecnn_compile::model::{InputSpec, ModelFile, Shape, TrainingSummary};
 use hecnn_compile::quantize::QuantSettings;
 use hecnn_datasets::LabelledImages;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
+use crate::{ConfigError, TrainError};
 use crate::architecture::Architecture;
 use crate::network::{CircuitTraining, Network, input_tensor};
 
@@ -88,34 +87,28 @@ impl TrainConfig {
     }
 
     /// Checks the numeric settings.
-    pub fn validate(&self) -> Result<(), TrainError> {
-        let bad = |reason: String| Err(TrainError::Config(reason));
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.epochs == 0 {
-            return bad("--epochs must be at least 1".into());
+            return Err(ConfigError::NoEpochs);
         }
         if self.batch_size == 0 {
-            return bad("--batch-size must be at least 1".into());
+            return Err(ConfigError::NoBatch);
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad(format!("--lr {} must be positive", self.learning_rate));
+            return Err(ConfigError::LearningRate(self.learning_rate));
         }
         if let Some(circuit) = &self.circuit {
             if self.quant.is_none() {
-                return bad("circuit-aware training needs quantisation-aware training".into());
+                return Err(ConfigError::CircuitWithoutQuantisation);
             }
             if circuit.lut_bits.is_empty() {
-                return bad("circuit-aware training needs table bits".into());
+                return Err(ConfigError::NoTableBits);
             }
             if !(circuit.read_noise >= 0.0 && circuit.read_noise < 8.0) {
-                return bad(format!(
-                    "read noise {} must be in [0, 8) table entries",
-                    circuit.read_noise
-                ));
+                return Err(ConfigError::ReadNoise(circuit.read_noise));
             }
         }
-        self.activation
-            .validate()
-            .map_err(|e| TrainError::Config(e.to_string()))
+        Ok(self.activation.validate()?)
     }
 
     /// Learning rate at optimiser step `step` of `total`:
@@ -141,6 +134,21 @@ pub struct EpochReport {
     /// Seconds the epoch took.
     pub seconds: f64,
 }
+
+/// Told how training advances (the CLI draws a progress bar per epoch from it).
+pub trait TrainingProgress {
+    /// Epoch `epoch` (from 1) of `epochs` starts, over `images` training images.
+    fn epoch_started(&mut self, _epoch: usize, _epochs: usize, _images: usize) {}
+    /// A batch of `images` is done; `loss` and `accuracy` are the epoch's so far.
+    fn batch_done(&mut self, _images: usize, _loss: f64, _accuracy: f64) {}
+    /// The epoch is done and validated.
+    fn epoch_finished(&mut self, _report: &EpochReport) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+
+impl TrainingProgress for Quiet {}
 
 /// Where checkpoints go, and whether to resume from one.
 #[derive(Debug, Clone, Default)]
@@ -232,21 +240,19 @@ fn record_error(path: &Path, e: impl std::fmt::Display) -> TrainError {
     }
 }
 
-/// Trains on `train`, validating on `validation` after every epoch, and exports the model.
-/// With `show_progress`, a progress bar per epoch shows the loss and accuracy so far;
-/// `on_epoch` hears each epoch's report.
+/// Trains on `train`, validating on `validation` after every epoch, and exports the model;
+/// `progress` hears each epoch and batch.
 pub fn train(
     config: &TrainConfig,
     train: &LabelledImages,
     validation: &LabelledImages,
     dataset: &str,
     checkpointing: &Checkpointing,
-    show_progress: bool,
-    mut on_epoch: impl FnMut(&EpochReport),
+    progress: &mut dyn TrainingProgress,
 ) -> Result<TrainOutcome, TrainError> {
     config.validate()?;
     if train.is_empty() {
-        return Err(TrainError::Config("the training set is empty".into()));
+        return Err(ConfigError::EmptyTrainingSet.into());
     }
     let started = Instant::now();
     let plain = Device::flex();
@@ -255,17 +261,17 @@ pub fn train(
 
     let resumed = match (&checkpointing.dir, checkpointing.resume) {
         (Some(dir), true) => Some(load_state(dir, config)?),
-        (None, true) => return Err(TrainError::Config("--resume needs --checkpoint DIR".into())),
+        (None, true) => return Err(ConfigError::ResumeWithoutCheckpoint.into()),
         _ => None,
     };
     let (input, mut network) = match &config.init {
         Some(model) => {
             if model.input.shape.len() != train.image_len() {
-                return Err(TrainError::Config(format!(
-                    "the initial model reads {} inputs, the training images have {}",
-                    model.input.shape,
-                    train.image_len()
-                )));
+                return Err(ConfigError::InitialInput {
+                    model: model.input.shape,
+                    images: train.image_len(),
+                }
+                .into());
             }
             let network =
                 Network::fine_tuned(model, config.quant, config.circuit.as_ref(), &device);
@@ -319,19 +325,7 @@ pub fn train(
         let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(epoch as u64));
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rng);
-        let bar = if show_progress {
-            ProgressBar::new(train.len() as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
+        progress.epoch_started(epoch + 1, config.epochs, train.len());
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
         for (step, batch) in order.chunks(config.batch_size).enumerate() {
             let mut pixels = Vec::with_capacity(batch.len() * image_len);
@@ -352,10 +346,7 @@ pub fn train(
             let loss = loss_fn.forward(logits.clone(), targets);
             let loss_value = f64::from(loss.clone().into_scalar::<f32>());
             if !loss_value.is_finite() {
-                return Err(TrainError::Diverged {
-                    epoch: epoch + 1,
-                    hint: "lower --lr, or use a smaller activation range".into(),
-                });
+                return Err(TrainError::Diverged { epoch: epoch + 1 });
             }
             correct += count_correct(logits, labels.iter().copied());
             seen += batch.len();
@@ -363,14 +354,12 @@ pub fn train(
             let grads = GradientsParams::from_grads(loss.backward(), &network);
             let lr = config.learning_rate_at(epoch * steps_per_epoch + step, total_steps);
             network = optimizer.step(lr, network, grads);
-            bar.inc(batch.len() as u64);
-            bar.set_message(format!(
-                "loss {:.4} acc {:.2}%",
+            progress.batch_done(
+                batch.len(),
                 loss_sum / seen as f64,
-                100.0 * correct as f64 / seen as f64
-            ));
+                correct as f64 / seen as f64,
+            );
         }
-        bar.finish_and_clear();
         let report = EpochReport {
             epoch: epoch + 1,
             loss: loss_sum / seen as f64,
@@ -378,7 +367,7 @@ pub fn train(
             validation_accuracy: accuracy(&network, validation, &plain),
             seconds: epoch_started.elapsed().as_secs_f64(),
         };
-        on_epoch(&report);
+        progress.epoch_finished(&report);
         history.push(report);
         if let Some(dir) = &checkpointing.dir {
             save_checkpoint(dir, config, input, &history, &network, &optimizer)?;
@@ -453,14 +442,14 @@ fn load_state(dir: &Path, config: &TrainConfig) -> Result<CheckpointState, Train
     if same_run != *config {
         return Err(record_error(
             &path,
-            "the checkpoint is of another run (architecture, activation, quantisation, batch size, learning rate or seed differ); only --epochs may change on --resume",
+            "the checkpoint is of another run (architecture, activation, quantisation, batch size, learning rate or seed differ); only the number of epochs may change when resuming",
         ));
     }
     if state.history.len() > config.epochs {
         return Err(record_error(
             &path,
             format!(
-                "already {} epochs done, more than --epochs {}",
+                "already {} epochs done, more than the {} asked",
                 state.history.len(),
                 config.epochs
             ),

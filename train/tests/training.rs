@@ -10,10 +10,13 @@ use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_compile::simulate::Simulator;
 use hecnn_datasets::{DatasetSource, LabelledImages, Split};
-use hecnn_train::TrainError;
+use hecnn_train::{ConfigError, TrainError};
 use hecnn_train::architecture::Architecture;
 use hecnn_train::network::{CircuitTraining, Network, input_tensor};
-use hecnn_train::trainer::{Checkpointing, TrainConfig, TrainOutcome, normalisation, train};
+use hecnn_train::trainer::{
+    Checkpointing, EpochReport, Quiet, TrainConfig, TrainOutcome, TrainingProgress, normalisation,
+    train,
+};
 
 fn small_mnist(train_images: usize) -> (LabelledImages, LabelledImages) {
     let all = DatasetSource::Mnist.load(Split::Train).unwrap();
@@ -48,6 +51,16 @@ fn qat(bits: u8) -> Option<QuantSettings> {
     })
 }
 
+/// The epochs' reports, as training gives them.
+#[derive(Default)]
+struct Reports(Vec<EpochReport>);
+
+impl TrainingProgress for Reports {
+    fn epoch_finished(&mut self, report: &EpochReport) {
+        self.0.push(report.clone());
+    }
+}
+
 /// Trains `config` quietly.
 fn run(
     config: &TrainConfig,
@@ -61,8 +74,7 @@ fn run(
         validation,
         "mnist",
         checkpointing,
-        false,
-        |_| {},
+        &mut Quiet,
     )
 }
 
@@ -78,17 +90,17 @@ fn reference_accuracy(model: &ModelFile, data: &LabelledImages) -> f64 {
 #[test]
 fn a_short_run_learns_well_above_chance() {
     let (train_set, validation) = small_mnist(3000);
-    let mut reports = Vec::new();
+    let mut reports = Reports::default();
     let outcome = train(
         &config("paper-cnn", "swish4", None, 2),
         &train_set,
         &validation,
         "mnist",
         &Checkpointing::default(),
-        false,
-        |r| reports.push(r.clone()),
+        &mut reports,
     )
     .unwrap();
+    let reports = reports.0;
     assert_eq!(reports.len(), 2);
     assert!(reports[1].loss < reports[0].loss, "{reports:?}");
     assert!(reports[1].validation_accuracy > 0.85, "{reports:?}");
@@ -217,17 +229,17 @@ fn resuming_a_checkpoint_continues_the_same_run() {
         resume: true,
         ..checkpointing
     };
-    let mut epochs_run = Vec::new();
+    let mut reports = Reports::default();
     let resumed = train(
         &config("compact", "swish4", quant, 2),
         &train_set,
         &validation,
         "mnist",
         &resume,
-        false,
-        |r| epochs_run.push(r.epoch),
+        &mut reports,
     )
     .unwrap();
+    let epochs_run: Vec<usize> = reports.0.iter().map(|r| r.epoch).collect();
     assert_eq!(epochs_run, vec![2], "only the missing epoch runs");
     assert_eq!(resumed.history.len(), 2);
     // The second epoch starts from the checkpointed weights and optimiser state: its loss
@@ -281,7 +293,10 @@ fn bad_settings_are_refused() {
     let mut bad = config("mlp", "relu", None, 1);
     bad.learning_rate = -1.0;
     let err = run(&bad, &train_set, &validation, &Checkpointing::default()).unwrap_err();
-    assert!(err.to_string().contains("--lr"), "{err}");
+    assert!(
+        matches!(err, TrainError::Config(ConfigError::LearningRate(lr)) if lr == -1.0),
+        "{err}"
+    );
     let input = normalisation(&train_set);
     assert!(
         (input.mean - 0.13).abs() < 0.01 && (input.std - 0.31).abs() < 0.01,
