@@ -7,7 +7,6 @@ use anyhow::Result;
 use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::evaluate::{LabelledSet, circuit_predictions, float_predictions};
 use hecnn_compile::model::ModelFile;
-use hecnn_compile::params;
 use hecnn_compile::reference::ReferenceModel;
 use hecnn_runtime::LocalSession;
 
@@ -36,8 +35,7 @@ pub fn mode_predictions(
         }
         (Mode::Clear, _, Some(file)) => circuit_predictions(&file.circuit, None, set, &tick),
         (_, _, Some(file)) => {
-            let parameters =
-                params::by_name(&file.parameter_set).expect("circuit files name known sets");
+            let parameters = file.parameter_set.set();
             circuit_predictions(&file.circuit, Some((&parameters, seed)), set, &tick)
         }
         (_, _, None) => anyhow::bail!("{mode:?} mode needs a circuit"),

@@ -2,6 +2,7 @@
 //! in a binary form (what `hecnn compile` writes) and a JSON form (what `hecnn inspect`
 //! prints), both read back with size limits and checks.
 
+use std::fmt;
 use std::path::Path;
 
 use bincode::Options;
@@ -11,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::circuit::{Circuit, CircuitError};
 use crate::io::{FileError, read_limited, write_atomic};
 use crate::model::Shape;
+use crate::params::ParameterSetName;
 
 /// `format` of a circuit file.
 pub const CIRCUIT_FORMAT: &str = "hecnn-circuit";
@@ -50,12 +52,65 @@ pub struct CircuitFile {
     pub class_names: Vec<String>,
     /// Input quantisation.
     pub input: InputQuant,
-    /// Name of the tfhe parameter set (see [`crate::params`]).
-    pub parameter_set: String,
+    /// The tfhe parameter set (see [`crate::params`]).
+    pub parameter_set: ParameterSetName,
     /// Target `log2` probability of a wrong read per PBS.
     pub target_log2_p_error: f64,
     /// The circuit.
     pub circuit: Circuit,
+}
+
+/// A circuit's identity: the SHA-256 of its circuit file's payload. Shown in hex, its first
+/// 16 digits in messages ([`Fingerprint::short`]); serialised as its 64 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Fingerprint(pub [u8; 32]);
+
+/// Text that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a fingerprint is 64 hex digits, not {0:?}")]
+pub struct BadFingerprint(pub String);
+
+impl Fingerprint {
+    /// The first 16 hex digits, enough to tell circuits apart in a message.
+    pub fn short(&self) -> String {
+        self.to_string()[..16].to_string()
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::str::FromStr for Fingerprint {
+    type Err = BadFingerprint;
+    fn from_str(text: &str) -> Result<Self, BadFingerprint> {
+        let bad = || BadFingerprint(text.chars().take(80).collect());
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl TryFrom<String> for Fingerprint {
+    type Error = BadFingerprint;
+    fn try_from(text: String) -> Result<Self, BadFingerprint> {
+        text.parse()
+    }
+}
+
+impl From<Fingerprint> for String {
+    fn from(fingerprint: Fingerprint) -> String {
+        fingerprint.to_string()
+    }
 }
 
 /// What is inconsistent in a decoded circuit file.
@@ -67,9 +122,6 @@ pub enum InvalidFile {
     /// Another format name.
     #[error("format {0:?}")]
     Format(String),
-    /// A parameter set this build does not know.
-    #[error("unknown parameter set {0} (not one of tfhe's validated sets this build knows)")]
-    ParameterSet(String),
     /// The input does not match the first stage.
     #[error("input {shape} up to {max} does not match the first stage")]
     Input {
@@ -154,14 +206,11 @@ impl CircuitFile {
         serde_json::to_string_pretty(self).expect("a circuit serialises to JSON")
     }
 
-    /// Identifies this circuit: SHA-256 of its binary payload, in hex. Keys and queries
-    /// name it so that those of another circuit are refused.
-    pub fn fingerprint(&self) -> String {
+    /// Identifies this circuit: SHA-256 of its binary payload. Keys and queries name it so
+    /// that those of another circuit are refused.
+    pub fn fingerprint(&self) -> Fingerprint {
         let bytes = self.to_bytes();
-        bytes[12..HEADER_BYTES]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        Fingerprint(bytes[12..HEADER_BYTES].try_into().expect("32 bytes"))
     }
 
     /// Whether a file's first bytes look like a circuit file: the binary magic, or JSON
@@ -239,9 +288,6 @@ impl CircuitFile {
             return Err(InvalidFile::Format(self.format.clone()));
         }
         self.circuit.validate()?;
-        if crate::params::by_name(&self.parameter_set).is_none() {
-            return Err(InvalidFile::ParameterSet(self.parameter_set.clone()));
-        }
         let first = &self.circuit.stages[0];
         if self.input.shape.len() != first.linear.input_len() || self.input.max != first.input_max {
             return Err(InvalidFile::Input {

@@ -191,7 +191,7 @@ pub fn compile(
             shape: model.input.shape,
             max: circuit.stages[0].input_max,
         },
-        parameter_set: selection.set.name.to_string(),
+        parameter_set: selection.set.name(),
         target_log2_p_error: options.target_log2_p_error,
         circuit,
     };
@@ -317,8 +317,11 @@ mod tests {
         let path = dir.path().join("t.circuit");
         file.save(&path).unwrap();
         assert_eq!(CircuitFile::load(&path).unwrap(), file);
-        assert_eq!(file.fingerprint().len(), 64);
-        assert_ne!(file.fingerprint(), compiled(5).file.fingerprint());
+        let fingerprint = file.fingerprint();
+        assert_eq!(fingerprint.to_string().parse(), Ok(fingerprint));
+        assert_eq!(fingerprint.short().len(), 16);
+        assert!("12ab".parse::<crate::circuit_file::Fingerprint>().is_err());
+        assert_ne!(fingerprint, compiled(5).file.fingerprint());
     }
 
     #[test]
@@ -367,9 +370,10 @@ mod tests {
         assert!(matches!(err, CircuitFileError::Invalid { .. }), "{err}");
         assert!(err.to_string().contains("stage 0"), "{err}");
 
-        let mut unknown_set = file;
-        unknown_set.parameter_set = "PARAM_INVENTED".into();
-        let err = message(&unknown_set.to_bytes());
+        let unknown_set = file
+            .to_json()
+            .replace(file.parameter_set.as_str(), "PARAM_INVENTED");
+        let err = message(unknown_set.as_bytes());
         assert!(err.to_string().contains("PARAM_INVENTED"), "{err}");
     }
 
@@ -391,10 +395,10 @@ mod tests {
         assert_eq!(report.stages[1].pbs, 0);
         assert_eq!(report.stages[0].fan_in, 16);
         assert_eq!(report.parameter_set, file.parameter_set);
-        assert!((report.predicted_latency_s - 36.0 * report.ms_per_pbs / 1e3).abs() < 1e-12);
+        assert!((report.predicted_latency_s - 36.0 * report.pbs_cost.ms / 1e3).abs() < 1e-12);
         assert!(report.stages[0].log2_p_error.unwrap() <= DEFAULT_LOG2_P_ERROR);
         assert_eq!(report.query_bytes, 8 * 64 + 64);
-        assert!(report.to_string().contains(&file.parameter_set));
+        assert!(report.to_string().contains(file.parameter_set.as_str()));
     }
 
     /// The automatic width is the smallest meeting the accuracy criterion.
@@ -410,7 +414,7 @@ mod tests {
         let chosen = compile(&model, &CompileOptions::default(), &calibration).unwrap();
         let bits = chosen.file.circuit.max_lut_bits().unwrap().get();
         let simulated = |file: &CircuitFile| {
-            let set = crate::params::by_name(&file.parameter_set).unwrap();
+            let set = file.parameter_set.set();
             let simulator = Simulator::noisy(&file.circuit, &set);
             calibration.accuracy(|i, image| argmax(&simulator.logits(image, i as u64)))
         };

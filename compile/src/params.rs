@@ -2,8 +2,80 @@
 //! security (never invented ones), all of the classic keyswitch-then-bootstrap kind whose
 //! ciphertexts live under the big (GLWE-derived) key.
 
-use crate::quantize::LutBits;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 use tfhe::shortint::parameters::{ClassicPBSParameters, DynamicDistribution, v1_6, v1_8};
+
+use crate::quantize::LutBits;
+
+/// The name of a set this build knows (one of [`all`]): a circuit file names its set so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct ParameterSetName(&'static str);
+
+/// A name that is not one of the sets this build knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown parameter set {0} (not one of tfhe's validated sets this build knows)")]
+pub struct UnknownParameterSet(pub String);
+
+impl ParameterSetName {
+    /// The name, if a known set has it.
+    pub fn new(name: &str) -> Result<Self, UnknownParameterSet> {
+        by_name(name)
+            .map(|set| Self(set.name))
+            .ok_or_else(|| UnknownParameterSet(name.to_string()))
+    }
+
+    /// The set of this name.
+    pub fn set(self) -> ParameterSet {
+        by_name(self.0).expect("names are of known sets")
+    }
+
+    /// The name as tfhe spells it.
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for ParameterSetName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::new(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<ParameterSetName> for String {
+    fn from(name: ParameterSetName) -> String {
+        name.0.to_string()
+    }
+}
+
+impl fmt::Display for ParameterSetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Where a cost per PBS comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CostSource {
+    /// Measured on a machine of this kind.
+    Measured,
+    /// Estimated from the set's dimensions.
+    Estimated,
+}
+
+/// Milliseconds of one core per keyswitch + PBS with every core busy, and where the figure
+/// comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PbsCost {
+    /// Milliseconds.
+    pub ms: f64,
+    /// Measured or estimated.
+    pub source: CostSource,
+}
 
 /// A parameter set validated by tfhe-rs, with tfhe's name for it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -15,7 +87,8 @@ pub struct ParameterSet {
 }
 
 /// Milliseconds one keyswitch + PBS takes per core when both cores of this 2-core machine
-/// are busy (DESIGN.md section 4, tfhe 1.8.2, release build), for the sets measured.
+/// are busy (tfhe 1.8.2, release build, one KS + PBS timed over many reads with both cores
+/// busy), for the sets measured.
 const MEASURED_MS_PER_PBS: [(&str, f64); 5] = [
     ("V1_8_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128", 5.0),
     ("V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128", 6.8),
@@ -151,15 +224,27 @@ impl ParameterSet {
         self.params.polynomial_size.0 >= 8 << lut_bits.get()
     }
 
-    /// Milliseconds of one core per PBS with both cores busy: measured on this machine where
-    /// available (`true`), else estimated from [`Self::work`] (`false`).
-    pub fn ms_per_pbs(&self) -> (f64, bool) {
+    /// The cost of one PBS with both cores busy: measured on a machine of this kind where
+    /// available, else estimated from [`Self::work`].
+    pub fn pbs_cost(&self) -> PbsCost {
         MEASURED_MS_PER_PBS
             .iter()
             .find(|(name, _)| *name == self.name)
-            .map_or((self.work() * MS_PER_WORK_UNIT, false), |(_, ms)| {
-                (*ms, true)
-            })
+            .map_or(
+                PbsCost {
+                    ms: self.work() * MS_PER_WORK_UNIT,
+                    source: CostSource::Estimated,
+                },
+                |(_, ms)| PbsCost {
+                    ms: *ms,
+                    source: CostSource::Measured,
+                },
+            )
+    }
+
+    /// The set's name.
+    pub fn name(&self) -> ParameterSetName {
+        ParameterSetName(self.name)
     }
 }
 
@@ -173,6 +258,7 @@ mod tests {
         assert!(sets.len() >= 20);
         for set in &sets {
             assert_eq!(by_name(set.name), Some(*set));
+            assert_eq!(ParameterSetName::new(set.name).unwrap().set(), *set);
             assert!(set.published_log2_p_fail() <= -40.0, "{}", set.name);
             let boxes = format!(
                 "MESSAGE_{}_CARRY_{}",
@@ -207,7 +293,13 @@ mod tests {
                 (estimate / ms - 1.0).abs() < 0.5,
                 "{name}: estimate {estimate:.1} ms vs measured {ms} ms"
             );
-            assert_eq!(set.ms_per_pbs(), (ms, true));
+            assert_eq!(
+                set.pbs_cost(),
+                PbsCost {
+                    ms,
+                    source: CostSource::Measured
+                }
+            );
         }
     }
 }

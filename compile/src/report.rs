@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::circuit_file::CircuitFile;
 use crate::compiler::CalibrationAccuracy;
 use crate::lower::TableUsage;
+use crate::params::{CostSource, ParameterSetName, PbsCost};
 use crate::select::Selection;
 use crate::simulate::NoiseProfile;
 
@@ -49,11 +50,9 @@ pub struct Report {
     /// PBS per evaluation.
     pub pbs_count: usize,
     /// The parameter set chosen.
-    pub parameter_set: String,
-    /// Milliseconds of one core per PBS with all cores busy under that set.
-    pub ms_per_pbs: f64,
-    /// Whether that cost was measured on this machine (else estimated).
-    pub ms_per_pbs_measured: bool,
+    pub parameter_set: ParameterSetName,
+    /// Cost of one PBS with all cores busy under that set.
+    pub pbs_cost: PbsCost,
     /// Predicted seconds per image: PBS count x cost per PBS.
     pub predicted_latency_s: f64,
     /// `log2` of the target per PBS.
@@ -115,7 +114,7 @@ impl Report {
             })
             .collect();
         let pbs_count = circuit.pbs_count();
-        let (ms_per_pbs, measured) = selection.set.ms_per_pbs();
+        let pbs_cost = selection.set.pbs_cost();
         let p_any: f64 = stages
             .iter()
             .filter_map(|s| s.log2_p_error.map(|l| s.pbs as f64 * l.exp2()))
@@ -123,10 +122,9 @@ impl Report {
         Self {
             stages,
             pbs_count,
-            parameter_set: selection.set.name.to_string(),
-            ms_per_pbs,
-            ms_per_pbs_measured: measured,
-            predicted_latency_s: pbs_count as f64 * ms_per_pbs / 1e3,
+            parameter_set: selection.set.name(),
+            pbs_cost,
+            predicted_latency_s: pbs_count as f64 * pbs_cost.ms / 1e3,
             target_log2_p_error: file.target_log2_p_error,
             log2_p_any_error: p_any.log2(),
             evaluation_key_bytes: selection.set.compressed_server_key_bytes(),
@@ -204,11 +202,10 @@ impl fmt::Display for Report {
             f,
             "PBS per image      {} at {:.1} ms each ({})",
             self.pbs_count,
-            self.ms_per_pbs,
-            if self.ms_per_pbs_measured {
-                "measured on this machine, all cores busy"
-            } else {
-                "estimated from the set's dimensions"
+            self.pbs_cost.ms,
+            match self.pbs_cost.source {
+                CostSource::Measured => "measured on a machine of this kind, all cores busy",
+                CostSource::Estimated => "estimated from the set's dimensions",
             }
         )?;
         writeln!(

@@ -134,7 +134,7 @@ pub fn candidates(
         .unwrap_or_else(|| LutBits::new(LutBits::MIN).expect("the least width is valid"));
     let mut candidates: Vec<ParameterSet> =
         all().into_iter().filter(|s| s.holds(lut_bits)).collect();
-    candidates.sort_by(|a, b| a.ms_per_pbs().0.total_cmp(&b.ms_per_pbs().0));
+    candidates.sort_by(|a, b| a.pbs_cost().ms.total_cmp(&b.pbs_cost().ms));
     let fitting: Vec<Selection> = candidates
         .iter()
         .map(|set| Selection {
@@ -200,7 +200,7 @@ mod tests {
         // The cheapest candidate of all, with 4 boxes.
         let cheapest = all()
             .into_iter()
-            .min_by(|a, b| a.ms_per_pbs().0.total_cmp(&b.ms_per_pbs().0))
+            .min_by(|a, b| a.pbs_cost().ms.total_cmp(&b.pbs_cost().ms))
             .unwrap();
         assert_eq!(chosen.set, cheapest);
         assert_eq!(chosen.set.lut_bits(), 2);
@@ -218,7 +218,7 @@ mod tests {
         assert!(noisy.noise[0].log2_p_error <= -40.0);
         // Looser targets are never more expensive.
         let loose = select(&[requirement(4, 100.0)], -20.0).unwrap();
-        assert!(loose.set.ms_per_pbs().0 <= noisy.set.ms_per_pbs().0);
+        assert!(loose.set.pbs_cost().ms <= noisy.set.pbs_cost().ms);
     }
 
     #[test]

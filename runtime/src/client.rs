@@ -18,8 +18,8 @@ use tfhe::core_crypto::prelude::{
 
 use crate::encoding::LevelScale;
 use crate::envelope::{self, Binding, FileKind, RuntimeFile, payload};
-use crate::error::RuntimeError;
-use crate::keys::{ClientKey, parameter_set};
+use crate::error::{InputError, RuntimeError};
+use crate::keys::ClientKey;
 
 payload!(
     /// A query as stored: one seeded list per image.
@@ -32,7 +32,7 @@ payload!(
 
 /// Size of the ciphertexts a circuit's files hold: the big LWE key's dimension plus one.
 pub(crate) fn big_lwe_size(circuit: &CircuitFile) -> LweSize {
-    let params = parameter_set(circuit).params;
+    let params = circuit.parameter_set.set().params;
     params
         .glwe_dimension
         .to_equivalent_lwe_dimension(params.polynomial_size)
@@ -153,16 +153,17 @@ impl ClientKey {
         self.binding()
             .check(&Binding::of(circuit), FileKind::ClientKey, "the client key")?;
         if images.is_empty() {
-            return Err(RuntimeError::Input("no image to encrypt".into()));
+            return Err(InputError::NoImage.into());
         }
         let expected = circuit.input.shape.len();
         if let Some(bad) = images.iter().find(|image| image.len() != expected) {
-            return Err(RuntimeError::Input(format!(
-                "an image of {} pixels; the circuit {} reads {} ({expected} pixels)",
-                bad.len(),
-                circuit.name,
-                circuit.input.shape
-            )));
+            return Err(InputError::Size {
+                pixels: bad.len(),
+                circuit: circuit.name.clone(),
+                shape: circuit.input.shape,
+                expected,
+            }
+            .into());
         }
         let max = circuit.input.max;
         if let Some(pixel) = images
@@ -170,10 +171,12 @@ impl ClientKey {
             .flat_map(|image| image.iter())
             .find(|&&p| u32::from(p) > max)
         {
-            return Err(RuntimeError::Input(format!(
-                "a pixel of {pixel}; the circuit {} reads levels up to {max}",
-                circuit.name
-            )));
+            return Err(InputError::Level {
+                pixel: *pixel,
+                circuit: circuit.name.clone(),
+                max,
+            }
+            .into());
         }
         let first = &circuit.circuit.stages[0];
         let scale = LevelScale::of_stage(first);

@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::Path;
 
 use bincode::Options;
-use hecnn_compile::circuit_file::CircuitFile;
+use hecnn_compile::circuit_file::{CircuitFile, Fingerprint};
 use hecnn_compile::io::{read_limited, write_atomic};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -87,8 +87,8 @@ impl fmt::Display for FileKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Binding {
     /// [`CircuitFile::fingerprint`] of the circuit.
-    pub circuit: String,
-    /// Name of the parameter set.
+    pub circuit: Fingerprint,
+    /// Name of the parameter set, as the file records it.
     pub parameter_set: String,
 }
 
@@ -97,7 +97,7 @@ impl Binding {
     pub fn of(circuit: &CircuitFile) -> Self {
         Self {
             circuit: circuit.fingerprint(),
-            parameter_set: circuit.parameter_set.clone(),
+            parameter_set: circuit.parameter_set.to_string(),
         }
     }
 
@@ -109,8 +109,8 @@ impl Binding {
             return Err(RuntimeError::OtherCircuit {
                 path: origin.to_string(),
                 kind,
-                found: short(&self.circuit),
-                expected: short(&expected.circuit),
+                found: self.circuit.short(),
+                expected: expected.circuit.short(),
             });
         }
         if self.parameter_set != expected.parameter_set {
@@ -123,11 +123,6 @@ impl Binding {
         }
         Ok(())
     }
-}
-
-/// The first 16 hex digits of a fingerprint, enough to tell circuits apart in a message.
-fn short(fingerprint: &str) -> String {
-    fingerprint.chars().take(16).collect()
 }
 
 fn binding_options() -> impl Options {

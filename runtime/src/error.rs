@@ -77,6 +77,36 @@ pub enum RuntimeError {
         reason: String,
     },
     /// An input (image, batch) does not fit the circuit.
-    #[error("{0}")]
-    Input(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
+}
+
+/// Images that do not fit a circuit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InputError {
+    /// No image at all.
+    #[error("no image to encrypt")]
+    NoImage,
+    /// An image of another size.
+    #[error("an image of {pixels} pixels; the circuit {circuit} reads {shape} ({expected} pixels)")]
+    Size {
+        /// Pixels of the image.
+        pixels: usize,
+        /// The circuit's name.
+        circuit: String,
+        /// Its input shape.
+        shape: hecnn_compile::model::Shape,
+        /// Pixels it reads.
+        expected: usize,
+    },
+    /// A pixel above the circuit's largest input level.
+    #[error("a pixel of {pixel}; the circuit {circuit} reads levels up to {max}")]
+    Level {
+        /// The pixel.
+        pixel: u8,
+        /// The circuit's name.
+        circuit: String,
+        /// Its largest level.
+        max: u32,
+    },
 }

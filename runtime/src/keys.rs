@@ -8,7 +8,6 @@
 use std::path::Path;
 
 use hecnn_compile::circuit_file::CircuitFile;
-use hecnn_compile::params::{self, ParameterSet};
 use tfhe::conformance::ParameterSetConformant;
 use tfhe::core_crypto::prelude::{DynamicDistribution, LweSecretKeyView};
 use tfhe::shortint::atomic_pattern::AtomicPatternParameters;
@@ -28,11 +27,6 @@ payload!(
     EvaluationKeyPayload(CompressedServerKey) = "hecnn::EvaluationKey"
 );
 
-/// The parameter set a (validated) circuit file names.
-pub(crate) fn parameter_set(circuit: &CircuitFile) -> ParameterSet {
-    params::by_name(&circuit.parameter_set).expect("circuit files are validated to name known sets")
-}
-
 /// The client's secret key for one circuit: encrypts queries, decrypts results. It never
 /// leaves the client.
 #[derive(Clone)]
@@ -50,7 +44,7 @@ pub struct EvaluationKey {
 
 /// Generates a fresh client key for `circuit` and the evaluation key that goes with it.
 pub fn generate(circuit: &CircuitFile) -> (ClientKey, EvaluationKey) {
-    let set = parameter_set(circuit);
+    let set = circuit.parameter_set.set();
     let binding = Binding::of(circuit);
     let key = tfhe::shortint::ClientKey::new(set.params);
     let evaluation = CompressedServerKey::new(&key);
@@ -103,7 +97,7 @@ impl ClientKey {
     pub fn load(path: &Path, circuit: &CircuitFile) -> Result<Self, RuntimeError> {
         let binding = Binding::of(circuit);
         let key: ClientKeyPayload = envelope::load(path, FileKind::ClientKey, &binding)?;
-        if key.0.parameters() != ShortintParameterSet::from(parameter_set(circuit).params) {
+        if key.0.parameters() != ShortintParameterSet::from(circuit.parameter_set.set().params) {
             return Err(RuntimeError::Mismatch {
                 path: path.display().to_string(),
                 kind: FileKind::ClientKey,
@@ -121,7 +115,7 @@ impl EvaluationKey {
     pub fn load(path: &Path, circuit: &CircuitFile) -> Result<Self, RuntimeError> {
         let binding = Binding::of(circuit);
         let key: EvaluationKeyPayload = envelope::load(path, FileKind::EvaluationKey, &binding)?;
-        let set = parameter_set(circuit);
+        let set = circuit.parameter_set.set();
         let max_degree = MaxDegree::new(set.lut_boxes() - 1);
         if !key
             .0

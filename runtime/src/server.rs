@@ -25,7 +25,7 @@ use crate::client::{EncryptedResult, Query, ResultPayload, big_lwe_size};
 use crate::encoding::LevelScale;
 use crate::envelope::{Binding, FileKind, RuntimeFile};
 use crate::error::RuntimeError;
-use crate::keys::{EvaluationKey, parameter_set};
+use crate::keys::EvaluationKey;
 use crate::lut::lookup_table;
 
 /// Told how an evaluation advances (the CLI draws progress bars from it).
@@ -141,7 +141,7 @@ impl<'c> Evaluator<'c> {
         Ok(Self {
             circuit,
             binding,
-            params: parameter_set(circuit).params,
+            params: circuit.parameter_set.set().params,
             lwe_size: big_lwe_size(circuit),
             key: key.decompress(),
             plans,

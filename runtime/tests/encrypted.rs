@@ -6,6 +6,7 @@ use std::path::Path;
 use hecnn_compile::circuit::{Circuit, Decoding, Linear, Read, Stage, Tables};
 use hecnn_compile::circuit_file::{CIRCUIT_FORMAT, CIRCUIT_VERSION, CircuitFile, InputQuant};
 use hecnn_compile::model::Shape;
+use hecnn_compile::params::ParameterSetName;
 use hecnn_compile::quantize::LutBits;
 use hecnn_compile::simulate::Simulator;
 use hecnn_runtime::{
@@ -59,7 +60,8 @@ fn tiny_circuit(first_weights: [i32; 6]) -> CircuitFile {
             shape: Shape::vector(3),
             max: 3,
         },
-        parameter_set: "V1_8_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128".into(),
+        parameter_set: ParameterSetName::new("V1_8_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128")
+            .unwrap(),
         target_log2_p_error: -40.0,
         circuit,
     }

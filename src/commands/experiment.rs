@@ -250,7 +250,7 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
                 model: model_name.clone(),
                 activation: activation.clone(),
                 lut_bits: file.circuit.lut_widths(),
-                parameter_set: file.parameter_set.clone(),
+                parameter_set: file.parameter_set.to_string(),
                 pbs: file.circuit.pbs_count(),
                 float: accuracy(&float, &set.labels),
                 clear: accuracy(&clear, &set.labels),

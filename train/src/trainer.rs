@@ -20,9 +20,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, TrainError};
 use crate::architecture::Architecture;
 use crate::network::{CircuitTraining, Network, input_tensor};
+use crate::{ConfigError, TrainError};
 
 /// Passes over the training data by default.
 pub const DEFAULT_EPOCHS: usize = 10;

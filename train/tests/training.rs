@@ -10,13 +10,13 @@ use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_compile::simulate::Simulator;
 use hecnn_datasets::{DatasetSource, LabelledImages, Split};
-use hecnn_train::{ConfigError, TrainError};
 use hecnn_train::architecture::Architecture;
 use hecnn_train::network::{CircuitTraining, Network, input_tensor};
 use hecnn_train::trainer::{
     Checkpointing, EpochReport, Quiet, TrainConfig, TrainOutcome, TrainingProgress, normalisation,
     train,
 };
+use hecnn_train::{ConfigError, TrainError};
 
 fn small_mnist(train_images: usize) -> (LabelledImages, LabelledImages) {
     let all = DatasetSource::Mnist.load(Split::Train).unwrap();
