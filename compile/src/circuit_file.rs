@@ -7,10 +7,9 @@ use std::path::Path;
 
 use bincode::Options;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::circuit::{Circuit, CircuitError};
-use crate::io::{FileError, read_limited, write_atomic};
+use crate::io::{FileError, FrameError, frame, read_limited, unframe, write_atomic};
 use crate::model::Shape;
 use crate::params::ParameterSetName;
 
@@ -23,8 +22,6 @@ pub const CIRCUIT_VERSION: u32 = 2;
 pub const MAX_CIRCUIT_BYTES: u64 = 256 << 20;
 /// First bytes of the binary form.
 const MAGIC: &[u8; 8] = b"HECNNCIR";
-/// Magic, version, SHA-256 of the payload.
-const HEADER_BYTES: usize = 8 + 4 + 32;
 
 /// What the client encrypts: raw pixels of this shape, levels `0..=max`, one per input.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -193,12 +190,7 @@ impl CircuitFile {
         let payload = bincode_options()
             .serialize(self)
             .expect("a circuit serialises");
-        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&CIRCUIT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&Sha256::digest(&payload));
-        bytes.extend_from_slice(&payload);
-        bytes
+        frame(MAGIC, CIRCUIT_VERSION, &payload)
     }
 
     /// The human-readable form (what `hecnn inspect` prints); [`Self::from_bytes`] reads it too.
@@ -210,7 +202,11 @@ impl CircuitFile {
     /// that those of another circuit are refused.
     pub fn fingerprint(&self) -> Fingerprint {
         let bytes = self.to_bytes();
-        Fingerprint(bytes[12..HEADER_BYTES].try_into().expect("32 bytes"))
+        Fingerprint(
+            unframe(&bytes, CIRCUIT_VERSION)
+                .expect("a frame just made opens")
+                .1,
+        )
     }
 
     /// Whether a file's first bytes look like a circuit file: the binary magic, or JSON
@@ -228,25 +224,13 @@ impl CircuitFile {
             reason,
         };
         let file: Self = if bytes.starts_with(MAGIC) {
-            if bytes.len() < HEADER_BYTES {
-                return Err(corrupted(format!(
-                    "truncated: {} bytes, the header alone has {HEADER_BYTES}",
-                    bytes.len()
-                )));
-            }
-            let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-            if version != CIRCUIT_VERSION {
-                return Err(CircuitFileError::Version {
+            let (payload, _) = unframe(bytes, CIRCUIT_VERSION).map_err(|e| match e {
+                FrameError::Version { found, .. } => CircuitFileError::Version {
                     path: origin.to_string(),
-                    found: version.into(),
-                });
-            }
-            let payload = &bytes[HEADER_BYTES..];
-            if Sha256::digest(payload).as_slice() != &bytes[12..HEADER_BYTES] {
-                return Err(corrupted(
-                    "the content does not match its checksum (truncated or altered)".into(),
-                ));
-            }
+                    found: found.into(),
+                },
+                other => corrupted(other.to_string()),
+            })?;
             bincode_options()
                 .deserialize(payload)
                 .map_err(|e| corrupted(e.to_string()))?

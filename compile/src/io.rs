@@ -1,7 +1,70 @@
-//! Size-limited reads and atomic writes, shared by every hecnn file.
+//! What every hecnn file shares: size-limited reads, atomic writes, and the frame of the
+//! binary ones,
+//!
+//! ```text
+//! magic (8 bytes, one per kind of file) | format version (u32 LE) | SHA-256 of the body (32 bytes) | body
+//! ```
+//!
+//! so that a foreign, truncated, altered or other-version file is refused before its body
+//! is decoded.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Magic, version and checksum.
+pub const FRAME_HEADER_BYTES: usize = 8 + 4 + 32;
+
+/// A frame that cannot be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Shorter than the header.
+    #[error("truncated: {0} bytes, the header alone has {FRAME_HEADER_BYTES}")]
+    Truncated(usize),
+    /// Another format version.
+    #[error("format version {found}; this build reads version {expected}")]
+    Version {
+        /// The file's version.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// The body does not match its checksum.
+    #[error("the content does not match its checksum (truncated or altered)")]
+    Checksum,
+}
+
+/// `body` framed with `magic` and `version`.
+pub fn frame(magic: &[u8; 8], version: u32, body: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(&Sha256::digest(body));
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// The body of a frame (whose magic the caller has checked) of `version`, checksum
+/// verified, and the checksum.
+pub fn unframe(bytes: &[u8], version: u32) -> Result<(&[u8], [u8; 32]), FrameError> {
+    if bytes.len() < FRAME_HEADER_BYTES {
+        return Err(FrameError::Truncated(bytes.len()));
+    }
+    let found = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if found != version {
+        return Err(FrameError::Version {
+            found,
+            expected: version,
+        });
+    }
+    let checksum: [u8; 32] = bytes[12..FRAME_HEADER_BYTES].try_into().expect("32 bytes");
+    let body = &bytes[FRAME_HEADER_BYTES..];
+    if Sha256::digest(body).as_slice() != checksum {
+        return Err(FrameError::Checksum);
+    }
+    Ok((body, checksum))
+}
 
 /// Reading or writing a file failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +150,24 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
             "no temporary left"
+        );
+    }
+
+    #[test]
+    fn frames_refuse_truncation_alteration_and_other_versions() {
+        let bytes = frame(b"HECNNTST", 3, b"body");
+        assert_eq!(unframe(&bytes, 3).unwrap().0, b"body");
+        assert_eq!(unframe(&bytes[..20], 3), Err(FrameError::Truncated(20)));
+        assert_eq!(
+            unframe(&bytes[..bytes.len() - 1], 3),
+            Err(FrameError::Checksum)
+        );
+        assert_eq!(
+            unframe(&bytes, 2),
+            Err(FrameError::Version {
+                found: 3,
+                expected: 2
+            })
         );
     }
 }

@@ -5,6 +5,8 @@
 //! | binding length (u32 LE) | binding (bincode) | payload (tfhe::safe_serialization)
 //! ```
 //!
+//! (the frame of [`hecnn_compile::io`] around the binding and the payload).
+//!
 //! The binding names the circuit (its fingerprint) and the parameter set the content was
 //! made for, so that a key or a query of another circuit is refused before anything is
 //! computed. The checksum catches truncation and corruption with a clear message; the
@@ -15,10 +17,9 @@ use std::path::Path;
 
 use bincode::Options;
 use hecnn_compile::circuit_file::{CircuitFile, Fingerprint};
-use hecnn_compile::io::{read_limited, write_atomic};
+use hecnn_compile::io::{FrameError, frame, read_limited, unframe, write_atomic};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tfhe::named::Named;
 use tfhe_versionable::{Unversionize, Versionize};
 
@@ -26,8 +27,6 @@ use crate::error::RuntimeError;
 
 /// Version of the envelope and of every payload this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
-/// Magic, version, checksum.
-const HEADER_BYTES: usize = 8 + 4 + 32;
 /// Largest binding accepted (two short strings).
 const MAX_BINDING_BYTES: u64 = 4096;
 
@@ -143,12 +142,7 @@ pub fn to_bytes<T: Serialize + Versionize + Named>(
     body.extend_from_slice(&binding_bytes);
     tfhe::safe_serialization::safe_serialize(payload, &mut body, kind.size_limit())
         .expect("runtime payloads stay within their size limits");
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + body.len());
-    bytes.extend_from_slice(kind.magic());
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&Sha256::digest(&body));
-    bytes.extend_from_slice(&body);
-    bytes
+    frame(kind.magic(), FORMAT_VERSION, &body)
 }
 
 /// Parses a file of `kind`; `origin` names it in errors.
@@ -177,26 +171,14 @@ pub fn from_bytes<T: DeserializeOwned + Unversionize + Named>(
             found,
         });
     }
-    if bytes.len() < HEADER_BYTES {
-        return Err(corrupted(format!(
-            "truncated: {} bytes, the header alone has {HEADER_BYTES}",
-            bytes.len()
-        )));
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
-        return Err(RuntimeError::Version {
+    let (body, _) = unframe(bytes, FORMAT_VERSION).map_err(|e| match e {
+        FrameError::Version { found, .. } => RuntimeError::Version {
             path: origin.to_string(),
             kind,
-            found: version,
-        });
-    }
-    let body = &bytes[HEADER_BYTES..];
-    if Sha256::digest(body).as_slice() != &bytes[12..HEADER_BYTES] {
-        return Err(corrupted(
-            "the content does not match its checksum (truncated or altered)".into(),
-        ));
-    }
+            found,
+        },
+        other => corrupted(other.to_string()),
+    })?;
     let (length, rest) = body
         .split_first_chunk::<4>()
         .ok_or_else(|| corrupted("no binding".into()))?;
