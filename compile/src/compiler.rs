@@ -139,7 +139,45 @@ pub fn requirements(circuit: &Circuit) -> Vec<PbsRequirement> {
 }
 
 /// Compiles `model`; `calibration` (raw-pixel images) serves calibrated ranges, the
-/// automatic choice of table width, the logits' encoding and the table usage report.
+/// automatic choice of table width, the choice of the set by accuracy, the logits'
+/// encoding and the table usage report.
+///
+/// # Example
+/// A network of two pixels, one dense layer of two ReLUs quantised to 3 bits, and two
+/// classes, compiled with worst-case ranges on 4-bit tables:
+/// ```
+/// use hecnn_compile::compiler::{CompileOptions, compile};
+/// use hecnn_compile::evaluate::LabelledSet;
+/// use hecnn_compile::lower::RangeSource;
+/// use hecnn_compile::model::ModelFile;
+/// use hecnn_compile::quantize::LutBits;
+/// use hecnn_compile::simulate::Simulator;
+///
+/// let model: ModelFile = serde_json::from_str(r#"{
+///     "format": "hecnn-model", "version": 1, "name": "tiny", "dataset": "none",
+///     "class_names": ["dark", "bright"],
+///     "input": {"shape": {"channels": 2, "height": 1, "width": 1}, "mean": 0.5, "std": 0.5},
+///     "layers": [
+///         {"type": "dense", "in_features": 2, "out_features": 2,
+///          "weight": [1.0, 0.5, -0.5, -1.0], "bias": [0.0, 0.0], "weight_bits": 4},
+///         {"type": "activation", "function": {"kind": "relu"},
+///          "output_quant": {"bits": 3, "range": {"lo": 0.0, "hi": 2.0}}},
+///         {"type": "dense", "in_features": 2, "out_features": 2,
+///          "weight": [-1.0, 1.0, 1.0, -1.0], "bias": [0.0, 0.0], "weight_bits": 4}
+///     ],
+///     "training": null
+/// }"#).unwrap();
+/// let options = CompileOptions {
+///     lut_bits: Some(vec![LutBits::new(4).unwrap()]),
+///     ranges: Some(RangeSource::WorstCase),
+///     ..CompileOptions::default()
+/// };
+/// let compiled = compile(&model, &options, &LabelledSet::default()).unwrap();
+/// assert_eq!(compiled.report.pbs_count, 2); // one table read per activation value
+/// let clear = Simulator::clear(&compiled.file.circuit);
+/// let logits = clear.logits(&[255, 255], 0);
+/// assert!(logits[1] > logits[0], "a bright image is bright: {logits:?}");
+/// ```
 pub fn compile(
     model: &ModelFile,
     options: &CompileOptions,

@@ -3,7 +3,7 @@
 //!
 //! Both work on `t = x / R` in `[-1, 1]` and return a [`Polynomial`] in `x`.
 
-use crate::activation::Polynomial;
+use crate::polynomial::Polynomial;
 
 /// Intervals of the composite Simpson rule. Even, so `t = 0` (where ReLU has its kink) is a
 /// node and piecewise-polynomial integrands are integrated exactly.

@@ -17,6 +17,7 @@ pub mod lower;
 pub mod model;
 pub mod noise;
 pub mod params;
+pub mod polynomial;
 pub mod quantize;
 pub mod reference;
 pub mod report;

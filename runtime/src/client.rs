@@ -1,9 +1,9 @@
 //! The client's side: images into a query, a result into predictions.
 //!
-//! A query holds one seeded LWE ciphertext list per image (DESIGN.md section 4 point 7):
-//! the masks are regenerated from one seed, so an image of `n` pixels costs `8n` bytes of
-//! bodies plus the seed. Pixel `x` of the first stage is encrypted as the plaintext
-//! `x u` (`u`: the first stage's input unit) under the big (GLWE-derived) key with the set's fresh-encryption noise.
+//! A query holds one seeded LWE ciphertext list per image: the masks are regenerated from
+//! one seed, so an image of `n` pixels costs `8n` bytes of bodies plus the seed. Pixel `x`
+//! is encrypted as the plaintext `x u` (`u`: the first stage's input unit) under the big
+//! (GLWE-derived) key with the set's fresh-encryption noise.
 
 use std::path::Path;
 
@@ -17,8 +17,9 @@ use tfhe::core_crypto::prelude::{
 };
 
 use crate::encoding::LevelScale;
-use crate::envelope::{self, Binding, FileKind, RuntimeFile, payload};
+use crate::envelope::{self, Binding, RuntimeFile, payload};
 use crate::error::{InputError, RuntimeError};
+use crate::file_kind::FileKind;
 use crate::keys::ClientKey;
 
 payload!(

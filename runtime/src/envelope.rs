@@ -12,7 +12,6 @@
 //! computed. The checksum catches truncation and corruption with a clear message; the
 //! payload goes through tfhe's safe serialisation (type name, version and size limit).
 
-use std::fmt;
 use std::path::Path;
 
 use bincode::Options;
@@ -24,63 +23,10 @@ use tfhe::named::Named;
 use tfhe_versionable::{Unversionize, Versionize};
 
 use crate::error::RuntimeError;
+use crate::file_kind::{FORMAT_VERSION, FileKind};
 
-/// Version of the envelope and of every payload this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
 /// Largest binding accepted (two short strings).
 const MAX_BINDING_BYTES: u64 = 4096;
-
-/// What a runtime file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    /// The client's secret key.
-    ClientKey,
-    /// The server's evaluation key (compressed).
-    EvaluationKey,
-    /// Encrypted images.
-    Query,
-    /// Encrypted logits.
-    Result,
-}
-
-impl FileKind {
-    const ALL: [Self; 4] = [
-        Self::ClientKey,
-        Self::EvaluationKey,
-        Self::Query,
-        Self::Result,
-    ];
-
-    fn magic(self) -> &'static [u8; 8] {
-        match self {
-            Self::ClientKey => b"HECNNCKY",
-            Self::EvaluationKey => b"HECNNEVK",
-            Self::Query => b"HECNNQRY",
-            Self::Result => b"HECNNRES",
-        }
-    }
-
-    /// Largest file of this kind accepted: evaluation keys of the largest sets (`N =
-    /// 8192`) are a few hundred MB; the rest is far smaller.
-    pub fn size_limit(self) -> u64 {
-        match self {
-            Self::ClientKey => 64 << 20,
-            Self::EvaluationKey => 2 << 30,
-            Self::Query | Self::Result => 1 << 30,
-        }
-    }
-}
-
-impl fmt::Display for FileKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::ClientKey => "client key",
-            Self::EvaluationKey => "evaluation key",
-            Self::Query => "query",
-            Self::Result => "result",
-        })
-    }
-}
 
 /// The circuit and parameter set a file belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

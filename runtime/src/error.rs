@@ -2,7 +2,7 @@
 
 use hecnn_compile::io::FileError;
 
-use crate::envelope::{FORMAT_VERSION, FileKind};
+use crate::file_kind::{FORMAT_VERSION, FileKind};
 
 /// A runtime file cannot be used, or an input does not fit the circuit.
 #[derive(Debug, thiserror::Error)]

@@ -15,8 +15,9 @@ use tfhe::shortint::ciphertext::MaxDegree;
 use tfhe::shortint::parameters::ShortintParameterSet;
 use tfhe::shortint::{CompressedServerKey, ServerKey};
 
-use crate::envelope::{self, Binding, FileKind, RuntimeFile, payload};
+use crate::envelope::{self, Binding, RuntimeFile, payload};
 use crate::error::RuntimeError;
+use crate::file_kind::FileKind;
 
 payload!(
     /// A client key as stored.

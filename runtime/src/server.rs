@@ -23,8 +23,9 @@ use tfhe::shortint::{AtomicPatternKind, Ciphertext, PBSOrder, ServerKey};
 
 use crate::client::{EncryptedResult, Query, ResultPayload, big_lwe_size};
 use crate::encoding::LevelScale;
-use crate::envelope::{Binding, FileKind, RuntimeFile};
+use crate::envelope::{Binding, RuntimeFile};
 use crate::error::RuntimeError;
+use crate::file_kind::FileKind;
 use crate::keys::EvaluationKey;
 use crate::lut::lookup_table;
 

@@ -3,10 +3,11 @@
 
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
-use hecnn_compile::activation::{Activation, Polynomial};
+use hecnn_compile::activation::Activation;
 use hecnn_compile::grid::{GUARD_ENTRIES, ReadGrid};
 use hecnn_compile::lower::ranges::CALIBRATION_MARGIN;
 use hecnn_compile::model::OutputQuant;
+use hecnn_compile::polynomial::Polynomial;
 use hecnn_compile::quantize::{BitWidth, LutBits, QuantRange};
 
 use crate::quant::{fake_quantize_output, fake_read_grid};

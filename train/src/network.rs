@@ -18,7 +18,7 @@ use crate::architecture::{Architecture, LayerSpec};
 use crate::quant::{fake_quantize_weight, fake_quantize_weight_at};
 
 /// Width of the weights of layers that read the image: the client's fresh encryptions
-/// carry ~2^33 times less noise than bootstrapped values (DESIGN.md section 4), so wide
+/// carry ~2^33 times less noise than bootstrapped values ([`hecnn_compile::noise`]), so wide
 /// first-layer weights cost nothing.
 pub const FIRST_LAYER_WEIGHT_BITS: u8 = 8;
 
