@@ -11,6 +11,23 @@ fn hecnn(args: &[&str]) -> Output {
         .expect("hecnn runs")
 }
 
+/// `hecnn train` for one epoch on 2000 images (500 held out), with `options`, into `output`.
+fn train_small(options: &[&str], output: &str) -> Output {
+    let mut args = vec!["train"];
+    args.extend_from_slice(options);
+    args.extend([
+        "--epochs",
+        "1",
+        "--limit",
+        "2000",
+        "--validation",
+        "500",
+        "-o",
+        output,
+    ]);
+    hecnn(&args)
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -54,22 +71,10 @@ fn train_eval_predict_on_small_data() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("mlp.json");
     let model_arg = model.to_str().unwrap();
-    let output = hecnn(&[
-        "train",
-        "--model",
-        "mlp",
-        "--activation",
-        "quad-relu",
-        "--qat",
-        "--epochs",
-        "1",
-        "--limit",
-        "2000",
-        "--validation",
-        "500",
-        "-o",
+    let output = train_small(
+        &["--model", "mlp", "--activation", "quad-relu", "--qat"],
         model_arg,
-    ]);
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(
@@ -182,22 +187,10 @@ fn train_eval_predict_on_small_data() {
     );
     let tuned = dir.path().join("tuned.json");
     let tuned_arg = tuned.to_str().unwrap();
-    let output = hecnn(&[
-        "train",
-        "--init",
-        model_arg,
-        "--qat",
-        "--lut-bits",
-        "4",
-        "--epochs",
-        "1",
-        "--limit",
-        "2000",
-        "--validation",
-        "500",
-        "-o",
+    let output = train_small(
+        &["--init", model_arg, "--qat", "--lut-bits", "4"],
         tuned_arg,
-    ]);
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stdout(&output).contains("tables of 4 bits"),
@@ -306,20 +299,7 @@ fn encrypted_workflow_with_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let (model, circuit, other) = (path("mlp.json"), path("mlp.circuit"), path("other.circuit"));
-    let output = hecnn(&[
-        "train",
-        "--model",
-        "mlp",
-        "--qat",
-        "--epochs",
-        "1",
-        "--limit",
-        "2000",
-        "--validation",
-        "500",
-        "-o",
-        &model,
-    ]);
+    let output = train_small(&["--model", "mlp", "--qat"], &model);
     assert!(output.status.success(), "{}", stderr(&output));
     for (out, bits) in [(&circuit, "4"), (&other, "5")] {
         let output = hecnn(&[

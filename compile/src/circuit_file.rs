@@ -7,6 +7,7 @@ use std::path::Path;
 
 use bincode::Options;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::circuit::{Circuit, CircuitError};
 use crate::io::{FileError, FrameError, frame, read_limited, unframe, write_atomic};
@@ -187,10 +188,14 @@ impl CircuitFile {
     /// The binary form: magic, version (u32 LE), SHA-256 of the payload, then the payload
     /// (bincode, variable-length integers).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let payload = bincode_options()
+        frame(MAGIC, CIRCUIT_VERSION, &self.payload())
+    }
+
+    /// The payload of the binary form.
+    fn payload(&self) -> Vec<u8> {
+        bincode_options()
             .serialize(self)
-            .expect("a circuit serialises");
-        frame(MAGIC, CIRCUIT_VERSION, &payload)
+            .expect("a circuit serialises")
     }
 
     /// The human-readable form (what `hecnn inspect` prints); [`Self::from_bytes`] reads it too.
@@ -201,12 +206,7 @@ impl CircuitFile {
     /// Identifies this circuit: SHA-256 of its binary payload. Keys and queries name it so
     /// that those of another circuit are refused.
     pub fn fingerprint(&self) -> Fingerprint {
-        let bytes = self.to_bytes();
-        Fingerprint(
-            unframe(&bytes, CIRCUIT_VERSION)
-                .expect("a frame just made opens")
-                .1,
-        )
+        Fingerprint(Sha256::digest(self.payload()).into())
     }
 
     /// Whether a file's first bytes look like a circuit file: the binary magic, or JSON
@@ -224,7 +224,7 @@ impl CircuitFile {
             reason,
         };
         let file: Self = if bytes.starts_with(MAGIC) {
-            let (payload, _) = unframe(bytes, CIRCUIT_VERSION).map_err(|e| match e {
+            let payload = unframe(bytes, CIRCUIT_VERSION).map_err(|e| match e {
                 FrameError::Version { found, .. } => CircuitFileError::Version {
                     path: origin.to_string(),
                     found: found.into(),

@@ -260,15 +260,15 @@ fn choose_set(
     };
     let clear_simulator = Simulator::clear(circuit);
     let clear = calibration.accuracy(|_, image| argmax(&clear_simulator.logits(image, 0)));
+    let figures = |simulate| CalibrationAccuracy {
+        clear,
+        simulate,
+        images: calibration.images.len(),
+    };
     let mut best: Option<(f64, Selection)> = None;
     for selection in fitting {
         let simulator = Simulator::noisy(circuit, &selection.set);
         let simulate = calibration.accuracy(|i, image| argmax(&simulator.logits(image, i as u64)));
-        let figures = |simulate| CalibrationAccuracy {
-            clear,
-            simulate,
-            images: calibration.images.len(),
-        };
         if simulate >= clear - margin {
             return Ok((selection, Some(figures(simulate))));
         }
@@ -277,14 +277,7 @@ fn choose_set(
         }
     }
     let (simulate, selection) = best.expect("candidates are not empty");
-    Ok((
-        selection,
-        Some(CalibrationAccuracy {
-            clear,
-            simulate,
-            images: calibration.images.len(),
-        }),
-    ))
+    Ok((selection, Some(figures(simulate))))
 }
 
 /// The smallest table width in [`AUTO_LUT_BITS`] that has a parameter set and whose

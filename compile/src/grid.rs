@@ -76,9 +76,7 @@ impl ReadGrid {
     /// channel's range: `step_c = (hi_c - lo_c) / (2^p - 1 - 2 g)`,
     /// `origin_c = lo_c - g step_c`. Ranges are widened to a tiny span where empty.
     pub fn covering(lut_bits: LutBits, ranges: &[QuantRange], accumulator_step: f64) -> Self {
-        let intervals = (lut_bits.entries() as u32 - 1)
-            .saturating_sub(2 * GUARD_ENTRIES)
-            .max(1);
+        let intervals = inner_intervals(lut_bits);
         let (origin, step) = ranges
             .iter()
             .map(|r| {
@@ -163,6 +161,14 @@ impl ReadGrid {
         }
         Ok(())
     }
+}
+
+/// Intervals between the first and the last entry a range spans on a table of `lut_bits`,
+/// inside the guard entries: `2^p - 1 - 2 g` (at least 1).
+pub fn inner_intervals(lut_bits: LutBits) -> u32 {
+    (lut_bits.entries() as u32 - 1)
+        .saturating_sub(2 * GUARD_ENTRIES)
+        .max(1)
 }
 
 /// Least grid step: a channel whose range is empty (a dead channel) still gets a grid.

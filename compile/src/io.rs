@@ -46,8 +46,8 @@ pub fn frame(magic: &[u8; 8], version: u32, body: &[u8]) -> Vec<u8> {
 }
 
 /// The body of a frame (whose magic the caller has checked) of `version`, checksum
-/// verified, and the checksum.
-pub fn unframe(bytes: &[u8], version: u32) -> Result<(&[u8], [u8; 32]), FrameError> {
+/// verified.
+pub fn unframe(bytes: &[u8], version: u32) -> Result<&[u8], FrameError> {
     if bytes.len() < FRAME_HEADER_BYTES {
         return Err(FrameError::Truncated(bytes.len()));
     }
@@ -58,12 +58,11 @@ pub fn unframe(bytes: &[u8], version: u32) -> Result<(&[u8], [u8; 32]), FrameErr
             expected: version,
         });
     }
-    let checksum: [u8; 32] = bytes[12..FRAME_HEADER_BYTES].try_into().expect("32 bytes");
     let body = &bytes[FRAME_HEADER_BYTES..];
-    if Sha256::digest(body).as_slice() != checksum {
+    if Sha256::digest(body).as_slice() != &bytes[12..FRAME_HEADER_BYTES] {
         return Err(FrameError::Checksum);
     }
-    Ok((body, checksum))
+    Ok(body)
 }
 
 /// Reading or writing a file failed.
@@ -156,7 +155,7 @@ mod tests {
     #[test]
     fn frames_refuse_truncation_alteration_and_other_versions() {
         let bytes = frame(b"HECNNTST", 3, b"body");
-        assert_eq!(unframe(&bytes, 3).unwrap().0, b"body");
+        assert_eq!(unframe(&bytes, 3).unwrap(), b"body");
         assert_eq!(unframe(&bytes[..20], 3), Err(FrameError::Truncated(20)));
         assert_eq!(
             unframe(&bytes[..bytes.len() - 1], 3),

@@ -27,6 +27,22 @@ pub struct OutOfRange {
     pub max: u32,
 }
 
+impl OutOfRange {
+    /// `value`, if within `min..=max`; else the error naming `what`.
+    fn check(what: &'static str, value: u32, min: u32, max: u32) -> Result<u32, Self> {
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(Self {
+                what,
+                value,
+                min,
+                max,
+            })
+        }
+    }
+}
+
 /// A bit width of quantised values, 2 to 8 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
@@ -40,16 +56,8 @@ impl BitWidth {
 
     /// A width, if within [`BitWidth::MIN`]..=[`BitWidth::MAX`].
     pub fn new(bits: u8) -> Result<Self, OutOfRange> {
-        if (Self::MIN..=Self::MAX).contains(&bits) {
-            Ok(Self(bits))
-        } else {
-            Err(OutOfRange {
-                what: "bit width",
-                value: bits.into(),
-                min: Self::MIN.into(),
-                max: Self::MAX.into(),
-            })
-        }
+        OutOfRange::check("bit width", bits.into(), Self::MIN.into(), Self::MAX.into())
+            .map(|_| Self(bits))
     }
 
     /// The number of bits.
@@ -101,16 +109,7 @@ impl LutBits {
 
     /// A table width, refusing values outside `MIN..=MAX`.
     pub fn new(bits: u32) -> Result<Self, OutOfRange> {
-        if (Self::MIN..=Self::MAX).contains(&bits) {
-            Ok(Self(bits))
-        } else {
-            Err(OutOfRange {
-                what: "table bits",
-                value: bits,
-                min: Self::MIN,
-                max: Self::MAX,
-            })
-        }
+        OutOfRange::check("table bits", bits, Self::MIN, Self::MAX).map(Self)
     }
 
     /// The bits.

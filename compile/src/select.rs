@@ -119,7 +119,12 @@ impl std::error::Error for NoFit {}
 /// requirement needs and a per-PBS error probability of at most `2^target_log2_p` for
 /// each.
 pub fn select(requirements: &[PbsRequirement], target_log2_p: f64) -> Result<Selection, NoFit> {
-    candidates(requirements, target_log2_p).map(|mut all| all.swap_remove(0))
+    candidates(requirements, target_log2_p).map(|fitting| {
+        fitting
+            .into_iter()
+            .next()
+            .expect("candidates are not empty")
+    })
 }
 
 /// Every set that meets the target for every requirement, cheapest first (at least one).

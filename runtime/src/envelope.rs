@@ -117,7 +117,7 @@ pub fn from_bytes<T: DeserializeOwned + Unversionize + Named>(
             found,
         });
     }
-    let (body, _) = unframe(bytes, FORMAT_VERSION).map_err(|e| match e {
+    let body = unframe(bytes, FORMAT_VERSION).map_err(|e| match e {
         FrameError::Version { found, .. } => RuntimeError::Version {
             path: origin.to_string(),
             kind,

@@ -4,7 +4,7 @@
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
 use hecnn_compile::activation::Activation;
-use hecnn_compile::grid::{GUARD_ENTRIES, ReadGrid};
+use hecnn_compile::grid::{GUARD_ENTRIES, ReadGrid, inner_intervals};
 use hecnn_compile::lower::ranges::CALIBRATION_MARGIN;
 use hecnn_compile::model::OutputQuant;
 use hecnn_compile::polynomial::Polynomial;
@@ -77,10 +77,9 @@ impl GridState {
     /// The grid's origin and step per channel, as [`ReadGrid::covering`] makes them:
     /// `step = max((hi - lo) / (2^p - 1 - 2 g), 1e-6)`, `origin = lo - g step`.
     fn origin_and_step(&self) -> (Tensor<1>, Tensor<1>) {
-        let intervals = (self.lut_bits.entries() as u32 - 1).saturating_sub(2 * GUARD_ENTRIES);
         let (lo, hi) = (self.lo.value_sync(), self.hi.value_sync());
         let step = (hi - lo.clone())
-            .div_scalar(intervals.max(1) as f32)
+            .div_scalar(inner_intervals(self.lut_bits) as f32)
             .clamp_min(1e-6);
         let origin = lo - step.clone().mul_scalar(GUARD_ENTRIES as f32);
         (origin, step)

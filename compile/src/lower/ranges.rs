@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use crate::circuit::Linear;
-use crate::grid::{GUARD_ENTRIES, ReadGrid};
+use crate::grid::{GUARD_ENTRIES, ReadGrid, inner_intervals};
 use crate::lower::linear::OutputAffine;
 use crate::quantize::{LutBits, QuantRange};
 
@@ -69,9 +69,7 @@ pub fn worst_case(
         );
     }
     let channel_scale = |c: usize| affine.scale[c * per_channel];
-    let intervals = (lut_bits.entries() as u32 - 1)
-        .saturating_sub(2 * GUARD_ENTRIES)
-        .max(1);
+    let intervals = inner_intervals(lut_bits);
     let widest = z_ranges
         .iter()
         .enumerate()
