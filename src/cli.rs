@@ -3,15 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hecnn_compile::activation::{Activation, DEFAULT_RANGE, InvalidActivation};
 use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES};
 use hecnn_compile::lower::RangeSource;
-use hecnn_compile::quantize::LutBits;
-use hecnn_compile::quantize::{BitWidth, OutOfRange};
 use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource};
+use hecnn_model::activation::{Activation, DEFAULT_RANGE, InvalidActivation};
+use hecnn_model::quantize::LutBits;
+use hecnn_model::quantize::{BitWidth, OutOfRange};
 use hecnn_train::network::DEFAULT_READ_NOISE;
 use hecnn_train::trainer::{
-    DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_MAX_SHIFT, DEFAULT_SEED,
+    DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
+    DEFAULT_MAX_SHIFT, DEFAULT_SEED, DEFAULT_WARMUP_EPOCHS, DEFAULT_WEIGHT_DECAY,
 };
 
 /// Train CNNs with HE-friendly activations, compile them to TFHE circuits, and classify
@@ -153,15 +154,28 @@ pub struct TrainArgs {
     /// Images per optimiser step.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
-    /// Initial learning rate (Adam, cosine decay to 1%).
+    /// Peak learning rate (AdamW; linear warm-up, then cosine decay to 1%).
     #[arg(long, default_value_t = DEFAULT_LEARNING_RATE)]
     pub lr: f64,
+    /// Decoupled weight decay (AdamW), per unit of learning rate.
+    #[arg(long, default_value_t = DEFAULT_WEIGHT_DECAY)]
+    pub weight_decay: f64,
+    /// Epochs of linear learning-rate warm-up (may be fractional).
+    #[arg(long, default_value_t = DEFAULT_WARMUP_EPOCHS)]
+    pub warmup: f64,
+    /// Label smoothing: the share of the target spread over all classes.
+    #[arg(long, default_value_t = DEFAULT_LABEL_SMOOTHING)]
+    pub label_smoothing: f64,
     /// Random seed.
     #[arg(long, default_value_t = DEFAULT_SEED)]
     pub seed: u64,
     /// Augmentation: shift training images by up to this many pixels (0: none).
     #[arg(long, default_value_t = DEFAULT_MAX_SHIFT)]
     pub max_shift: usize,
+    /// Augmentation: mirror training images left-right at random (for data whose classes
+    /// are mirror-symmetric, such as clothing; not for digits).
+    #[arg(long)]
+    pub flip: bool,
     /// Training images held out for validation (the last ones of the training file).
     #[arg(long, default_value_t = DEFAULT_VALIDATION_IMAGES)]
     pub validation: usize,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Result;
 use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::evaluate::{LabelledSet, circuit_predictions, float_predictions};
-use hecnn_compile::model::ModelFile;
 use hecnn_compile::reference::ReferenceModel;
+use hecnn_model::model::ModelFile;
 use hecnn_runtime::LocalSession;
 
 use crate::cli::Mode;

@@ -10,9 +10,9 @@ use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::compiler::{CompileError, CompileOptions, Compiled, compile};
 use hecnn_compile::evaluate::{LabelledSet, accuracy, float_predictions};
 use hecnn_compile::lower::LowerError;
-use hecnn_compile::model::ModelFile;
 use hecnn_compile::reference::ReferenceModel;
 use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource, LabelledImages, Split};
+use hecnn_model::model::ModelFile;
 use hecnn_train::trainer::{Checkpointing, TrainConfig, train};
 use hecnn_train::{ConfigError, TrainError};
 

@@ -228,7 +228,7 @@ fn activations_table_and_plot() {
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    for name in hecnn_compile::activation::Activation::NAMES {
+    for name in hecnn_model::activation::Activation::NAMES {
         assert!(text.contains(name), "{name} missing from {text}");
     }
     let svg = std::fs::read_to_string(&plot).unwrap();

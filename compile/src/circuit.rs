@@ -22,7 +22,7 @@
 //! bounds never leave the table; offsets from calibrated or trained ranges can, and then
 //! wrap exactly as encrypted evaluation would. Entry `t` of output `j` holds the next
 //! stage's input level for the real value `z_j = origin_c + t step_c` of its channel's
-//! read grid ([`crate::grid`]), so that rescaling, the activation and its quantisation are
+//! read grid ([`hecnn_model::grid`]), so that rescaling, the activation and its quantisation are
 //! one lookup. The last stage is decoded as `S_j A_j + C_j`, with `A_j = phi_j / u` read as
 //! a signed value.
 //!
@@ -31,8 +31,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ConvGeometry, Shape};
-use crate::quantize::LutBits;
+use hecnn_model::model::{ConvGeometry, Shape};
+use hecnn_model::quantize::LutBits;
 
 /// A stage that does not fit the stages around it, or whose parts disagree.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::circuit::{Circuit, CircuitError};
-use crate::io::{FileError, FrameError, frame, read_limited, unframe, write_atomic};
-use crate::model::Shape;
 use crate::params::ParameterSetName;
+use hecnn_model::io::{FileError, FrameError, frame, read_limited, unframe, write_atomic};
+use hecnn_model::model::Shape;
 
 /// `format` of a circuit file.
 pub const CIRCUIT_FORMAT: &str = "hecnn-circuit";

@@ -6,12 +6,12 @@ use crate::circuit::Circuit;
 use crate::circuit_file::{CIRCUIT_FORMAT, CIRCUIT_VERSION, CircuitFile, InputQuant};
 use crate::evaluate::LabelledSet;
 use crate::lower::{LowerError, LowerOptions, Lowered, RangeSource, lower};
-use crate::model::{Layer, ModelFile};
-use crate::quantize::{BitWidth, LutBits};
 use crate::reference::{ReferenceModel, argmax};
 use crate::report::Report;
 use crate::select::{NoFit, PbsRequirement, Selection, candidates, select};
 use crate::simulate::Simulator;
+use hecnn_model::model::{Layer, ModelFile};
+use hecnn_model::quantize::{BitWidth, LutBits};
 
 /// Default target: `log2` of the probability that one PBS reads a wrong entry.
 pub const DEFAULT_LOG2_P_ERROR: f64 = -40.0;
@@ -149,8 +149,8 @@ pub fn requirements(circuit: &Circuit) -> Vec<PbsRequirement> {
 /// use hecnn_compile::compiler::{CompileOptions, compile};
 /// use hecnn_compile::evaluate::LabelledSet;
 /// use hecnn_compile::lower::RangeSource;
-/// use hecnn_compile::model::ModelFile;
-/// use hecnn_compile::quantize::LutBits;
+/// use hecnn_model::model::ModelFile;
+/// use hecnn_model::quantize::LutBits;
 /// use hecnn_compile::simulate::Simulator;
 ///
 /// let model: ModelFile = serde_json::from_str(r#"{

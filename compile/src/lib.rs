@@ -1,24 +1,18 @@
 //! hecnn's compiler stage.
 //!
-//! It consumes the model file that training writes ([`model`]) and owns the definitions
-//! both stages share: the activation functions ([`activation`], fitted by [`fit`]) and the
-//! quantisation formulas ([`quantize`]). [`reference`] evaluates a model file in plain Rust
-//! as it was trained. Nothing here depends on the training framework.
+//! It lowers the model file that training writes ([`hecnn_model::model`]) to an integer
+//! [`circuit`] of table reads ([`lower`]), chooses the TFHE parameters for it ([`select`],
+//! from the [`noise`] model of [`params`]), and evaluates it in the clear or with
+//! simulated noise ([`simulate`], [`evaluate`]). [`reference`] evaluates a model file in
+//! plain Rust as it was trained. Nothing here depends on the training framework.
 
-pub mod activation;
 pub mod circuit;
 pub mod circuit_file;
 pub mod compiler;
 pub mod evaluate;
-pub mod fit;
-pub mod grid;
-pub mod io;
 pub mod lower;
-pub mod model;
 pub mod noise;
 pub mod params;
-pub mod polynomial;
-pub mod quantize;
 pub mod reference;
 pub mod report;
 pub mod select;

@@ -27,7 +27,7 @@ use tfhe::core_crypto::commons::noise_formulas::noise_simulation::PBS_FFT_64_MAN
 use tfhe::shortint::parameters::{DynamicDistribution, ModulusSwitchType};
 
 use crate::params::{ParameterSet, torus_variance};
-use crate::quantize::LutBits;
+use hecnn_model::quantize::LutBits;
 
 /// The native ciphertext modulus `2^64`.
 const Q: f64 = 18_446_744_073_709_551_616.0;

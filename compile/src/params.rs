@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use tfhe::shortint::parameters::{ClassicPBSParameters, DynamicDistribution, v1_6, v1_8};
 
-use crate::quantize::LutBits;
+use hecnn_model::quantize::LutBits;
 
 /// The name of a set this build knows (one of [`all`]): a circuit file names its set so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -1,10 +1,10 @@
 //! The float model evaluated in plain Rust, exactly as it was trained (fake quantisation
 //! included): the reference the integer circuit is checked against (`--mode float`).
 
-use crate::activation::ActivationFn;
-use crate::grid::ReadGrid;
-use crate::model::{ConvGeometry, Layer, ModelFile, OutputQuant, Shape};
-use crate::quantize::{BitWidth, fake_quantize_at_scales, fake_quantize_per_channel};
+use hecnn_model::activation::ActivationFn;
+use hecnn_model::grid::ReadGrid;
+use hecnn_model::model::{ConvGeometry, Layer, ModelFile, OutputQuant, Shape};
+use hecnn_model::quantize::{BitWidth, fake_quantize_at_scales, fake_quantize_per_channel};
 
 /// One layer ready to run: weights already fake-quantised, activations precomputed.
 #[derive(Debug, Clone)]

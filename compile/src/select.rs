@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::noise::NoiseModel;
 use crate::params::{ParameterSet, all};
-use crate::quantize::LutBits;
+use hecnn_model::quantize::LutBits;
 
 /// What one layer's PBS need of a parameter set.
 #[derive(Debug, Clone, PartialEq)]

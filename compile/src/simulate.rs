@@ -140,7 +140,7 @@ impl<'a> Simulator<'a> {
 mod tests {
     use super::*;
     use crate::circuit::{Decoding, Linear, Stage, Tables};
-    use crate::quantize::LutBits;
+    use hecnn_model::quantize::LutBits;
 
     /// A stage of one input with weight 1.
     fn identity(input_max: u32, input_unit: u64, read: Read) -> Stage {

@@ -1,11 +1,13 @@
 //! A small model and images shared by the compiler's tests.
 
-use crate::activation::Activation;
-use crate::grid::{ReadGrid, accumulator_step};
 use crate::lower::linear::folded_weight_max;
-use crate::model::{InputSpec, Layer, MODEL_FORMAT, MODEL_VERSION, ModelFile, OutputQuant, Shape};
-use crate::quantize::{BitWidth, LutBits, QuantRange};
 use crate::reference::ReferenceModel;
+use hecnn_model::activation::Activation;
+use hecnn_model::grid::{ReadGrid, accumulator_step};
+use hecnn_model::model::{
+    InputSpec, Layer, MODEL_FORMAT, MODEL_VERSION, ModelFile, OutputQuant, Shape,
+};
+use hecnn_model::quantize::{BitWidth, LutBits, QuantRange};
 
 /// Deterministic values in [-1, 1).
 pub fn values(seed: u64, n: usize) -> Vec<f32> {

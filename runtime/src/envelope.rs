@@ -5,7 +5,7 @@
 //! | binding length (u32 LE) | binding (bincode) | payload (tfhe::safe_serialization)
 //! ```
 //!
-//! (the frame of [`hecnn_compile::io`] around the binding and the payload).
+//! (the frame of [`hecnn_model::io`] around the binding and the payload).
 //!
 //! The binding names the circuit (its fingerprint) and the parameter set the content was
 //! made for, so that a key or a query of another circuit is refused before anything is
@@ -16,7 +16,7 @@ use std::path::Path;
 
 use bincode::Options;
 use hecnn_compile::circuit_file::{CircuitFile, Fingerprint};
-use hecnn_compile::io::{FrameError, frame, read_limited, unframe, write_atomic};
+use hecnn_model::io::{FrameError, frame, read_limited, unframe, write_atomic};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tfhe::named::Named;

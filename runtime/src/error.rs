@@ -1,6 +1,6 @@
 //! Why a runtime operation failed.
 
-use hecnn_compile::io::FileError;
+use hecnn_model::io::FileError;
 
 use crate::file_kind::{FORMAT_VERSION, FileKind};
 
@@ -95,7 +95,7 @@ pub enum InputError {
         /// The circuit's name.
         circuit: String,
         /// Its input shape.
-        shape: hecnn_compile::model::Shape,
+        shape: hecnn_model::model::Shape,
         /// Pixels it reads.
         expected: usize,
     },

@@ -15,8 +15,8 @@
 //! # use hecnn_compile::compiler::{CompileOptions, compile};
 //! # use hecnn_compile::evaluate::LabelledSet;
 //! # use hecnn_compile::lower::RangeSource;
-//! # use hecnn_compile::model::ModelFile;
-//! # use hecnn_compile::quantize::LutBits;
+//! # use hecnn_model::model::ModelFile;
+//! # use hecnn_model::quantize::LutBits;
 //! use hecnn_runtime::{Evaluator, NoProgress, generate};
 //! # let model: ModelFile = serde_json::from_str(r#"{
 //! #     "format": "hecnn-model", "version": 1, "name": "tiny", "dataset": "none",

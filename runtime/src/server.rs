@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hecnn_compile::circuit::{Read, Stage};
 use hecnn_compile::circuit_file::CircuitFile;
-use hecnn_compile::quantize::LutBits;
+use hecnn_model::quantize::LutBits;
 use rayon::prelude::*;
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
 use tfhe::core_crypto::prelude::{

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use hecnn_compile::circuit::{Circuit, Decoding, Linear, Read, Stage, Tables};
 use hecnn_compile::circuit_file::{CIRCUIT_FORMAT, CIRCUIT_VERSION, CircuitFile, InputQuant};
-use hecnn_compile::model::Shape;
 use hecnn_compile::params::ParameterSetName;
-use hecnn_compile::quantize::LutBits;
 use hecnn_compile::simulate::Simulator;
+use hecnn_model::model::Shape;
+use hecnn_model::quantize::LutBits;
 use hecnn_runtime::{
     ClientKey, EncryptedResult, EvaluationKey, Evaluator, NoProgress, Query, RuntimeError,
     RuntimeFile, generate,

@@ -1,7 +1,7 @@
 //! `hecnn activations`: how far each approximation is from ReLU, and a plot of them.
 
 use anyhow::{Context, Result};
-use hecnn_compile::activation::Activation;
+use hecnn_model::activation::Activation;
 use plotters::prelude::*;
 
 use crate::cli::ActivationsArgs;
@@ -87,6 +87,6 @@ fn plot(path: &std::path::Path, r: f64, curves: &[(String, Vec<(f64, f64)>)]) ->
             .draw()?;
         root.present()?;
     }
-    hecnn_compile::io::write_atomic(path, svg.as_bytes())?;
+    hecnn_model::io::write_atomic(path, svg.as_bytes())?;
     Ok(())
 }

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hecnn_compile::activation::{Activation, DEFAULT_RANGE};
 use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES, has_read_grids};
 use hecnn_compile::lower::RangeSource;
-use hecnn_compile::model::ModelFile;
-use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_compile::simulate::Simulator;
 use hecnn_datasets::DEFAULT_VALIDATION_IMAGES;
+use hecnn_model::activation::{Activation, DEFAULT_RANGE};
+use hecnn_model::model::ModelFile;
+use hecnn_model::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_runtime::{ClientKey, EvaluationKey, Evaluator, Query, RuntimeFile, generate, median};
 use hecnn_train::architecture::Architecture;
 use hecnn_train::network::{CircuitTraining, DEFAULT_READ_NOISE};

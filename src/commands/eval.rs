@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::evaluate::{accuracy, agreement};
-use hecnn_compile::model::{Layer, ModelFile};
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_datasets::Split;
 use hecnn_datasets::image_file::load_image;
+use hecnn_model::model::{Layer, ModelFile};
 
 use crate::cli::{EvalArgs, Mode, PredictArgs};
 use crate::measure::mode_predictions;

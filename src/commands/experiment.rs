@@ -8,11 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hecnn_compile::activation::{Activation, DEFAULT_RANGE};
 use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES};
 use hecnn_compile::evaluate::{accuracy, agreement};
-use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource, Split};
+use hecnn_model::activation::{Activation, DEFAULT_RANGE};
+use hecnn_model::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_runtime::median;
 use hecnn_train::architecture::Architecture;
 use hecnn_train::network::{CircuitTraining, DEFAULT_READ_NOISE};
@@ -160,7 +160,7 @@ fn plot(path: &Path, rows: &[Row], activations: &[String]) -> Result<()> {
             .draw()?;
         root.present()?;
     }
-    hecnn_compile::io::write_atomic(path, svg.as_bytes())?;
+    hecnn_model::io::write_atomic(path, svg.as_bytes())?;
     Ok(())
 }
 
@@ -270,7 +270,7 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
             );
             rows.push(row);
             // Written after every row, so that a long run leaves what it measured.
-            hecnn_compile::io::write_atomic(&args.output, table(&rows, &command).as_bytes())
+            hecnn_model::io::write_atomic(&args.output, table(&rows, &command).as_bytes())
                 .with_context(|| format!("writing {}", args.output.display()))?;
         }
     }

@@ -1,7 +1,7 @@
 //! `hecnn train`.
 
 use anyhow::{Context, Result};
-use hecnn_compile::quantize::{BitWidth, QuantSettings};
+use hecnn_model::quantize::{BitWidth, QuantSettings};
 use hecnn_train::architecture::Architecture;
 use hecnn_train::network::CircuitTraining;
 use hecnn_train::trainer::{Checkpointing, TrainConfig};
@@ -38,8 +38,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             epochs: args.epochs,
             batch_size: args.batch_size,
             learning_rate: args.lr,
+            weight_decay: args.weight_decay,
+            warmup_epochs: args.warmup,
+            label_smoothing: args.label_smoothing,
             seed: args.seed,
             max_shift: args.max_shift,
+            flip: args.flip,
         },
         source: args.data.source("mnist"),
         validation: args.validation,

@@ -1,14 +1,14 @@
-//! The tensor version of [`hecnn_compile::activation::Activation`], built from the same
+//! The tensor version of [`hecnn_model::activation::Activation`], built from the same
 //! definition so that training and the compiled lookup tables compute one function.
 
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
-use hecnn_compile::activation::Activation;
-use hecnn_compile::grid::{GUARD_ENTRIES, ReadGrid, inner_intervals};
-use hecnn_compile::lower::ranges::CALIBRATION_MARGIN;
-use hecnn_compile::model::OutputQuant;
-use hecnn_compile::polynomial::Polynomial;
-use hecnn_compile::quantize::{BitWidth, LutBits, QuantRange};
+use hecnn_model::activation::Activation;
+use hecnn_model::grid::{CALIBRATION_MARGIN, GUARD_ENTRIES, ReadGrid, inner_intervals};
+
+use hecnn_model::model::OutputQuant;
+use hecnn_model::polynomial::Polynomial;
+use hecnn_model::quantize::{BitWidth, LutBits, QuantRange};
 
 use crate::quant::{fake_quantize_output, fake_read_grid};
 

@@ -21,8 +21,8 @@
 
 use std::path::Path;
 
-use hecnn_compile::io::read_limited;
-use hecnn_compile::model::Shape;
+use hecnn_model::io::read_limited;
+use hecnn_model::model::Shape;
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;

@@ -19,6 +19,20 @@ pub enum ConfigError {
     /// A learning rate that is not positive.
     #[error("learning rate {0} must be positive")]
     LearningRate(f64),
+    /// Weight decay out of range.
+    #[error("weight decay {0} must be in [0, 1)")]
+    WeightDecay(f64),
+    /// A warm-up longer than the run.
+    #[error("warm-up of {warmup} epochs must be in [0, {epochs}] (the run's epochs)")]
+    Warmup {
+        /// The warm-up asked for.
+        warmup: f64,
+        /// Epochs of the run.
+        epochs: usize,
+    },
+    /// Label smoothing out of range.
+    #[error("label smoothing {0} must be in [0, 1)")]
+    LabelSmoothing(f64),
     /// Circuit-aware training without quantisation-aware training.
     #[error("circuit-aware training needs quantisation-aware training")]
     CircuitWithoutQuantisation,
@@ -38,13 +52,13 @@ pub enum ConfigError {
     #[error("the initial model reads {model} inputs, the training images have {images} pixels")]
     InitialInput {
         /// What the model reads.
-        model: hecnn_compile::model::Shape,
+        model: hecnn_model::model::Shape,
         /// Pixels per training image.
         images: usize,
     },
     /// An unusable activation.
     #[error(transparent)]
-    Activation(#[from] hecnn_compile::activation::InvalidActivation),
+    Activation(#[from] hecnn_model::activation::InvalidActivation),
 }
 
 /// Training failed; each variant names the file or setting at fault.
@@ -77,5 +91,5 @@ pub enum TrainError {
     },
     /// A file could not be read or written.
     #[error(transparent)]
-    File(#[from] hecnn_compile::io::FileError),
+    File(#[from] hecnn_model::io::FileError),
 }

@@ -6,11 +6,11 @@ use burn::nn::{BatchNorm, BatchNormConfig, Initializer};
 use burn::prelude::*;
 use burn::tensor::module::{avg_pool2d, conv2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
-use hecnn_compile::activation::Activation;
-use hecnn_compile::model::{
+use hecnn_model::activation::Activation;
+use hecnn_model::model::{
     InputSpec, Layer as FileLayer, MODEL_FORMAT, MODEL_VERSION, ModelFile, Shape, TrainingSummary,
 };
-use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
+use hecnn_model::quantize::{BitWidth, LutBits, QuantSettings};
 use serde::{Deserialize, Serialize};
 
 use crate::activation::{ActivationLayer, GridSettings};
@@ -454,8 +454,8 @@ impl Network {
 
     /// The weights of layer `index` as the circuit will have them. Feeding a read grid,
     /// they are quantised at the grid's scales `sigma_c = step_c area / (alpha D |k_c|)`
-    /// ([`hecnn_compile::grid`]), with `D` recomputed at every training step
-    /// ([`hecnn_compile::grid::accumulator_step`]: no channel's integers beyond `bits`) and
+    /// ([`hecnn_model::grid`]), with `D` recomputed at every training step
+    /// ([`hecnn_model::grid::accumulator_step`]: no channel's integers beyond `bits`) and
     /// kept for inference; otherwise per-channel symmetric at `bits`, if any.
     fn quantised_weight<const D: usize>(
         &self,

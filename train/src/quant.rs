@@ -1,9 +1,9 @@
 //! Fake quantisation of tensors with a straight-through estimator: the forward pass sees
-//! the quantised values of [`hecnn_compile::quantize`], the backward pass the identity
+//! the quantised values of [`hecnn_model::quantize`], the backward pass the identity
 //! (`x + (q(x) - x).detach()`), so that training adapts to the integer circuit.
 
 use burn::prelude::*;
-use hecnn_compile::quantize::{BitWidth, QuantRange};
+use hecnn_model::quantize::{BitWidth, QuantRange};
 
 /// Per-output-channel symmetric fake quantisation of a weight whose first dimension is the
 /// output channel: `s_c = max |w_c| / (2^(b-1) - 1)`, `w -> s_c round(w / s_c)`.
@@ -51,7 +51,7 @@ pub fn fake_quantize_output<const D: usize>(
 
 /// Per-output-channel fake quantisation at given scales `[channels]`, unbounded:
 /// `w -> s_c round(w / s_c)`, straight through. The scales of weights feeding a read grid
-/// ([`hecnn_compile::grid`]) come from that grid, not from the weights.
+/// ([`hecnn_model::grid`]) come from that grid, not from the weights.
 pub fn fake_quantize_weight_at<const D: usize>(weight: Tensor<D>, scales: Tensor<1>) -> Tensor<D> {
     let dims = weight.dims();
     let flat: Tensor<2> = weight.reshape([dims[0] as i32, -1]);
@@ -106,7 +106,7 @@ pub fn fake_read_grid<const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hecnn_compile::quantize::fake_quantize_per_channel;
+    use hecnn_model::quantize::fake_quantize_per_channel;
 
     #[test]
     fn tensor_weight_quantisation_matches_the_shared_formula() {
@@ -131,8 +131,8 @@ mod tests {
     /// the table only.
     #[test]
     fn grid_reads_match_the_shared_definition() {
-        use hecnn_compile::grid::ReadGrid;
-        use hecnn_compile::quantize::LutBits;
+        use hecnn_model::grid::ReadGrid;
+        use hecnn_model::quantize::LutBits;
         let device = Device::flex().autodiff();
         let grid = ReadGrid::covering(
             LutBits::new(3).unwrap(),

@@ -1,20 +1,21 @@
-//! The training loop: Adam with a cosine learning-rate schedule, validation after each
-//! epoch, checkpoints to resume from, and export of the model file.
+//! The training loop: AdamW (decoupled weight decay) with a linear warm-up and a cosine
+//! learning-rate schedule, label smoothing, shift and flip augmentation, validation after
+//! each epoch, checkpoints to resume from, and export of the model file.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
-use hecnn_compile::activation::Activation;
-use hecnn_compile::io::{read_limited, write_atomic};
-use hecnn_compile::model::{InputSpec, ModelFile, Shape, TrainingSummary};
-use hecnn_compile::quantize::QuantSettings;
 use hecnn_datasets::LabelledImages;
+use hecnn_model::activation::Activation;
+use hecnn_model::io::{read_limited, write_atomic};
+use hecnn_model::model::{InputSpec, ModelFile, Shape, TrainingSummary};
+use hecnn_model::quantize::QuantSettings;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -34,6 +35,12 @@ pub const DEFAULT_LEARNING_RATE: f64 = 3e-3;
 pub const DEFAULT_SEED: u64 = 1;
 /// Augmentation shift by default, in pixels.
 pub const DEFAULT_MAX_SHIFT: usize = 1;
+/// Decoupled weight decay by default (per unit of learning rate, as in AdamW).
+pub const DEFAULT_WEIGHT_DECAY: f64 = 0.0;
+/// Warm-up epochs by default.
+pub const DEFAULT_WARMUP_EPOCHS: f64 = 0.0;
+/// Label smoothing by default.
+pub const DEFAULT_LABEL_SMOOTHING: f64 = 0.0;
 
 /// Learning rate at the end of the cosine schedule, relative to the initial one.
 const FINAL_LR_FRACTION: f64 = 0.01;
@@ -60,13 +67,29 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Images per optimiser step.
     pub batch_size: usize,
-    /// Initial Adam learning rate, decayed along a cosine to 1% of itself.
+    /// Peak AdamW learning rate, reached after the warm-up and decayed along a cosine to 1%
+    /// of itself.
     pub learning_rate: f64,
+    /// Decoupled weight decay: every step multiplies each parameter by
+    /// `1 - learning_rate * weight_decay` (Loshchilov and Hutter, AdamW).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Epochs (may be fractional) over which the learning rate rises linearly from 0.
+    #[serde(default)]
+    pub warmup_epochs: f64,
+    /// Label smoothing `eps`: the target puts `1 - eps` on the label and spreads `eps`
+    /// over all classes.
+    #[serde(default)]
+    pub label_smoothing: f64,
     /// Seed of initialisation, shuffling and augmentation.
     pub seed: u64,
     /// Data augmentation: each training image is shifted by up to this many pixels in
     /// each direction (0: none).
     pub max_shift: usize,
+    /// Data augmentation: each training image is mirrored left-right with probability 1/2
+    /// (for data whose classes are mirror-symmetric, such as clothing; not for digits).
+    #[serde(default)]
+    pub flip: bool,
 }
 
 impl TrainConfig {
@@ -81,8 +104,12 @@ impl TrainConfig {
             epochs: DEFAULT_EPOCHS,
             batch_size: DEFAULT_BATCH_SIZE,
             learning_rate: DEFAULT_LEARNING_RATE,
+            weight_decay: DEFAULT_WEIGHT_DECAY,
+            warmup_epochs: DEFAULT_WARMUP_EPOCHS,
+            label_smoothing: DEFAULT_LABEL_SMOOTHING,
             seed: DEFAULT_SEED,
             max_shift: DEFAULT_MAX_SHIFT,
+            flip: false,
         }
     }
 
@@ -96,6 +123,18 @@ impl TrainConfig {
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return Err(ConfigError::LearningRate(self.learning_rate));
+        }
+        if !(0.0..1.0).contains(&self.weight_decay) {
+            return Err(ConfigError::WeightDecay(self.weight_decay));
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f64) {
+            return Err(ConfigError::Warmup {
+                warmup: self.warmup_epochs,
+                epochs: self.epochs,
+            });
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(ConfigError::LabelSmoothing(self.label_smoothing));
         }
         if let Some(circuit) = &self.circuit {
             if self.quant.is_none() {
@@ -111,11 +150,16 @@ impl TrainConfig {
         Ok(self.activation.validate()?)
     }
 
-    /// Learning rate at optimiser step `step` of `total`:
-    /// `lr_min + (lr - lr_min) (1 + cos(pi step / total)) / 2`.
+    /// Learning rate at optimiser step `step` of `total`, with `w` warm-up steps
+    /// (`warmup_epochs` of them): `lr (step + 1) / w` during the warm-up, then
+    /// `lr_min + (lr - lr_min) (1 + cos(pi (step - w) / (total - w))) / 2`.
     pub fn learning_rate_at(&self, step: usize, total: usize) -> f64 {
+        let warmup = (self.warmup_epochs / self.epochs.max(1) as f64 * total as f64) as usize;
+        if step < warmup {
+            return self.learning_rate * (step + 1) as f64 / warmup as f64;
+        }
         let min = self.learning_rate * FINAL_LR_FRACTION;
-        let progress = step as f64 / total.max(1) as f64;
+        let progress = (step - warmup) as f64 / total.saturating_sub(warmup).max(1) as f64;
         min + (self.learning_rate - min) * (1.0 + (std::f64::consts::PI * progress).cos()) / 2.0
     }
 }
@@ -293,7 +337,9 @@ pub fn train(
             (input, network)
         }
     };
-    let mut optimizer = AdamConfig::new().init();
+    let mut optimizer = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .init();
     let mut history = Vec::new();
     if let (Some(state), Some(dir)) = (resumed, &checkpointing.dir) {
         let read = |name: &str| -> Result<Bytes, TrainError> {
@@ -316,7 +362,9 @@ pub fn train(
         history = state.history;
     }
 
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_smoothing((config.label_smoothing > 0.0).then_some(config.label_smoothing as f32))
+        .init(&device);
     let image_len = train.image_len();
     let steps_per_epoch = train.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
@@ -335,7 +383,8 @@ pub fn train(
                     rng.random_range(-shift..=shift),
                     rng.random_range(-shift..=shift),
                 );
-                extend_shifted(&mut pixels, train.image(i), train.cols, dx, dy);
+                let mirrored = config.flip && rng.random_bool(0.5);
+                extend_augmented(&mut pixels, train.image(i), train.cols, (dx, dy), mirrored);
             }
             let labels: Vec<i64> = batch.iter().map(|&i| i64::from(train.labels[i])).collect();
             let targets = Tensor::<1, Int>::from_data(
@@ -387,15 +436,24 @@ pub fn train(
     })
 }
 
-/// Appends `image` (`cols` wide) moved by `(dx, dy)` pixels, filling with background.
-fn extend_shifted(out: &mut Vec<u8>, image: &[u8], cols: usize, dx: i64, dy: i64) {
+/// Appends `image` (`cols` wide) moved by `(dx, dy)` pixels and, if `mirrored`, flipped
+/// left-right (before the move), filling with background.
+fn extend_augmented(
+    out: &mut Vec<u8>,
+    image: &[u8],
+    cols: usize,
+    (dx, dy): (i64, i64),
+    mirrored: bool,
+) {
     let rows = image.len() / cols;
+    let width = cols as i64;
     for y in 0..rows as i64 {
-        for x in 0..cols as i64 {
+        for x in 0..width {
             let (sx, sy) = (x - dx, y - dy);
-            let inside = (0..cols as i64).contains(&sx) && (0..rows as i64).contains(&sy);
+            let inside = (0..width).contains(&sx) && (0..rows as i64).contains(&sy);
+            let sx = if mirrored { width - 1 - sx } else { sx };
             out.push(if inside {
-                image[(sy * cols as i64 + sx) as usize]
+                image[(sy * width + sx) as usize]
             } else {
                 0
             });
@@ -463,32 +521,64 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shifting_moves_pixels_and_fills_background() {
+    fn augmentation_moves_and_mirrors_pixels_and_fills_background() {
         let image: Vec<u8> = (1..=9).collect();
-        let mut out = Vec::new();
-        extend_shifted(&mut out, &image, 3, 1, -1);
-        assert_eq!(out, vec![0, 4, 5, 0, 7, 8, 0, 0, 0]);
-        out.clear();
-        extend_shifted(&mut out, &image, 3, 0, 0);
-        assert_eq!(out, image);
+        let augmented = |shift, mirrored| {
+            let mut out = Vec::new();
+            extend_augmented(&mut out, &image, 3, shift, mirrored);
+            out
+        };
+        assert_eq!(augmented((1, -1), false), vec![0, 4, 5, 0, 7, 8, 0, 0, 0]);
+        assert_eq!(augmented((0, 0), false), image);
+        assert_eq!(augmented((0, 0), true), vec![3, 2, 1, 6, 5, 4, 9, 8, 7]);
+        assert_eq!(augmented((1, 0), true), vec![0, 3, 2, 0, 6, 5, 0, 9, 8]);
     }
 
     #[test]
-    fn cosine_schedule_decays_to_one_percent() {
-        let config = TrainConfig {
-            architecture: Architecture::named("mlp").unwrap(),
-            activation: Activation::Relu,
-            quant: None,
-            circuit: None,
-            init: None,
-            epochs: 1,
-            batch_size: 1,
+    fn schedule_warms_up_then_decays_along_a_cosine_to_one_percent() {
+        let mut config = TrainConfig {
+            epochs: 2,
             learning_rate: 0.1,
-            seed: 0,
-            max_shift: 0,
+            warmup_epochs: 0.0,
+            ..TrainConfig::new(Architecture::named("mlp").unwrap(), Activation::Relu)
         };
         assert!((config.learning_rate_at(0, 100) - 0.1).abs() < 1e-12);
         assert!((config.learning_rate_at(50, 100) - 0.0505).abs() < 1e-12);
         assert!((config.learning_rate_at(100, 100) - 0.001).abs() < 1e-12);
+        // Half an epoch of two: the first 25 of 100 steps ramp up, 75 decay.
+        config.warmup_epochs = 0.5;
+        assert!((config.learning_rate_at(0, 100) - 0.004).abs() < 1e-12);
+        assert!((config.learning_rate_at(24, 100) - 0.1).abs() < 1e-12);
+        assert!((config.learning_rate_at(25, 100) - 0.1).abs() < 1e-12);
+        assert!((config.learning_rate_at(25 + 75 / 2, 100) - 0.0505).abs() < 2e-3);
+        assert!((config.learning_rate_at(100, 100) - 0.001).abs() < 1e-12);
+    }
+
+    #[test]
+    fn recipe_settings_out_of_range_are_refused() {
+        let base = TrainConfig::new(Architecture::named("mlp").unwrap(), Activation::Relu);
+        let refused = |config: TrainConfig| config.validate().unwrap_err();
+        assert_eq!(
+            refused(TrainConfig {
+                weight_decay: -0.1,
+                ..base.clone()
+            }),
+            ConfigError::WeightDecay(-0.1)
+        );
+        assert!(matches!(
+            refused(TrainConfig {
+                warmup_epochs: 11.0,
+                epochs: 10,
+                ..base.clone()
+            }),
+            ConfigError::Warmup { .. }
+        ));
+        assert_eq!(
+            refused(TrainConfig {
+                label_smoothing: 1.0,
+                ..base
+            }),
+            ConfigError::LabelSmoothing(1.0)
+        );
     }
 }

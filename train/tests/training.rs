@@ -2,14 +2,14 @@
 //! burn network computes, checkpoints resume, and bad files are refused.
 
 use burn::prelude::*;
-use hecnn_compile::activation::Activation;
 use hecnn_compile::compiler::{CompileOptions, compile, has_read_grids};
 use hecnn_compile::evaluate::LabelledSet;
-use hecnn_compile::model::{Layer, ModelFile};
-use hecnn_compile::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_compile::simulate::Simulator;
 use hecnn_datasets::{DatasetSource, LabelledImages, Split};
+use hecnn_model::activation::Activation;
+use hecnn_model::model::{Layer, ModelFile};
+use hecnn_model::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_train::architecture::Architecture;
 use hecnn_train::network::{CircuitTraining, Network, input_tensor};
 use hecnn_train::trainer::{
@@ -31,16 +31,16 @@ fn config(
     epochs: usize,
 ) -> TrainConfig {
     TrainConfig {
-        architecture: Architecture::named(model).unwrap(),
-        activation: Activation::from_name(activation, 4.0, 3, "quad-relu").unwrap(),
         quant,
-        circuit: None,
-        init: None,
         epochs,
         batch_size: 64,
         learning_rate: 3e-3,
         seed: 7,
         max_shift: 1,
+        ..TrainConfig::new(
+            Architecture::named(model).unwrap(),
+            Activation::from_name(activation, 4.0, 3, "quad-relu").unwrap(),
+        )
     }
 }
 

@@ -3,8 +3,8 @@
 //! value `z_j = S_j A_j + C_j` each accumulator stands for.
 
 use crate::circuit::Linear;
-use crate::model::{ConvGeometry, Layer, Shape};
-use crate::quantize::{BitWidth, symmetric_scale};
+use hecnn_model::model::{ConvGeometry, Layer, Shape};
+use hecnn_model::quantize::{BitWidth, symmetric_scale};
 
 /// A conv or dense layer's float weights, bias and channel count.
 fn parameters(layer: &Layer) -> (&[f32], &[f32], usize) {

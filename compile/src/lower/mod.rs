@@ -4,7 +4,7 @@
 //! 2. [`linear::quantise`]: integer weights at per-channel scales, the batch norm folded into
 //!    each channel's real map; [`linear::fuse_pool`]: average pooling into the convolution;
 //!    [`linear::OutputAffine`]: the real value `z_j = S_j A_j + C_j` of each accumulator;
-//! 3. the read grid of the stage's tables: trained ([`crate::grid`]), or sized from
+//! 3. the read grid of the stage's tables: trained ([`hecnn_model::grid`]), or sized from
 //!    calibration images ([`ranges::calibrated`], the weights then re-quantised at the
 //!    scales the grid implies) or from the guaranteed bounds ([`ranges::worst_case`]);
 //! 4. [`tables::build`]: offsets and levels on that grid;
@@ -19,9 +19,9 @@ pub mod tables;
 use rayon::prelude::*;
 
 use crate::circuit::{Circuit, Decoding, Linear, Read, Stage};
-use crate::grid::{ReadGrid, accumulator_step};
-use crate::model::{Layer, ModelFile, OutputQuant};
-use crate::quantize::{BitWidth, LutBits};
+use hecnn_model::grid::{ReadGrid, accumulator_step};
+use hecnn_model::model::{Layer, ModelFile, OutputQuant};
+use hecnn_model::quantize::{BitWidth, LutBits};
 use linear::{ChannelAffine, OutputAffine};
 pub use stages::LowerError;
 
@@ -34,7 +34,7 @@ pub enum RangeSource {
     /// The guaranteed bounds over every possible input: no input can wrap.
     WorstCase,
     /// The ranges seen on the calibration images, widened by
-    /// [`ranges::CALIBRATION_MARGIN`]: finer tables, but an input beyond them wraps
+    /// [`hecnn_model::grid::CALIBRATION_MARGIN`]: finer tables, but an input beyond them wraps
     /// around the table as it would encrypted.
     Calibrated,
     /// The grids the network was trained on: the circuit computes the trained network.
@@ -242,7 +242,7 @@ fn next_encoding(quant: OutputQuant) -> InputEncoding {
 
 /// The logits' unit: as large as keeps `|A| u <= 2^62`, so that a decrypted phase, read
 /// as a signed value, stays clear of the wrap at `2^63` with room for noise. `|A|` is
-/// bounded by what the calibration images reach plus [`ranges::CALIBRATION_MARGIN`] of it,
+/// bounded by what the calibration images reach plus [`hecnn_model::grid::CALIBRATION_MARGIN`] of it,
 /// else by the worst case.
 fn logit_unit(linear: &Linear, input_max: u32, calibration: &[Vec<i64>]) -> u64 {
     let worst = linear
@@ -266,7 +266,7 @@ fn logit_unit(linear: &Linear, input_max: u32, calibration: &[Vec<i64>]) -> u64 
             })
             .max()
             .unwrap_or(0);
-        ((seen as f64 * (1.0 + ranges::CALIBRATION_MARGIN)).ceil() as u64).min(worst)
+        ((seen as f64 * (1.0 + hecnn_model::grid::CALIBRATION_MARGIN)).ceil() as u64).min(worst)
     };
     ((1u64 << 62) / magnitude.max(1)).max(1)
 }

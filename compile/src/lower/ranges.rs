@@ -3,13 +3,11 @@
 
 use rayon::prelude::*;
 
-use crate::circuit::Linear;
-use crate::grid::{GUARD_ENTRIES, ReadGrid, inner_intervals};
-use crate::lower::linear::OutputAffine;
-use crate::quantize::{LutBits, QuantRange};
+use hecnn_model::grid::{CALIBRATION_MARGIN, GUARD_ENTRIES, ReadGrid, inner_intervals};
+use hecnn_model::quantize::{LutBits, QuantRange};
 
-/// Fraction of a calibrated range's span added on each side.
-pub const CALIBRATION_MARGIN: f64 = 0.1;
+use crate::circuit::Linear;
+use crate::lower::linear::OutputAffine;
 
 /// Per channel, the range of `z_j = S_j A_j + C_j` over its outputs on the calibration
 /// `inputs`, widened by [`CALIBRATION_MARGIN`] of its span on each side.

@@ -6,7 +6,7 @@
 //! activation (one table read per value) or the end of the network (the logits). Flatten
 //! layers between stages and before an activation are no-ops on the flat ciphertext list.
 
-use crate::model::{Layer, ModelFile};
+use hecnn_model::model::{Layer, ModelFile};
 
 /// A model the circuit cannot take, and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -1,11 +1,11 @@
 //! A stage's tables on its read grid: the torus unit of its input levels, each output's
 //! offset, and each entry's next-stage level.
 
-use crate::activation::ActivationFn;
 use crate::circuit::{Linear, Tables};
-use crate::grid::ReadGrid;
 use crate::lower::linear::OutputAffine;
-use crate::model::OutputQuant;
+use hecnn_model::activation::ActivationFn;
+use hecnn_model::grid::ReadGrid;
+use hecnn_model::model::OutputQuant;
 
 /// The torus value of one input level, `u = round(Δ / D)`, for a stage read at `D`
 /// accumulator units per entry of `2^p`-entry tables (at least 1).

@@ -27,6 +27,10 @@ use crate::quantize::{BitWidth, LutBits, QuantRange};
 /// its negacyclic half, which reads the negated last entry.
 pub const GUARD_ENTRIES: u32 = 1;
 
+/// Fraction of a calibrated (or, in training, tracked) range's span added on each side:
+/// inputs a little beyond what was seen still read inside the table.
+pub const CALIBRATION_MARGIN: f64 = 0.1;
+
 /// A read grid that cannot be used, and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GridError {
