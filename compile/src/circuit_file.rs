@@ -59,7 +59,7 @@ pub struct CircuitFile {
 }
 
 /// A circuit's identity: the SHA-256 of its circuit file's payload. Shown in hex, its first
-/// 16 digits in messages ([`Fingerprint::short`]); serialised as its 64 hex digits.
+/// 16 digits in messages (`{:.16}`); serialised as its 64 hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Fingerprint(pub [u8; 32]);
@@ -69,16 +69,16 @@ pub struct Fingerprint(pub [u8; 32]);
 #[error("a fingerprint is 64 hex digits, not {0:?}")]
 pub struct BadFingerprint(pub String);
 
-impl Fingerprint {
-    /// The first 16 hex digits, enough to tell circuits apart in a message.
-    pub fn short(&self) -> String {
-        self.to_string()[..16].to_string()
-    }
-}
-
+/// 64 hex digits; a precision keeps that many (`{:.16}`, enough to tell circuits apart in
+/// a message).
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        let digits = f.precision().unwrap_or(64).min(64);
+        self.0
+            .iter()
+            .flat_map(|b| [b >> 4, b & 0xf])
+            .take(digits)
+            .try_for_each(|nibble| write!(f, "{nibble:x}"))
     }
 }
 

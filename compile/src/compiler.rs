@@ -350,7 +350,9 @@ mod tests {
         assert_eq!(CircuitFile::load(&path).unwrap(), file);
         let fingerprint = file.fingerprint();
         assert_eq!(fingerprint.to_string().parse(), Ok(fingerprint));
-        assert_eq!(fingerprint.short().len(), 16);
+        let full = fingerprint.to_string();
+        assert_eq!(full.len(), 64);
+        assert_eq!(format!("{fingerprint:.16}"), full[..16]);
         assert!("12ab".parse::<crate::circuit_file::Fingerprint>().is_err());
         assert_ne!(fingerprint, compiled(5).file.fingerprint());
     }

@@ -308,12 +308,16 @@ impl Layer {
     }
 
     /// The shape this layer outputs for `input`, after checking that its parameters fit.
-    pub fn output_shape(&self, input: Shape) -> Result<Shape, String> {
-        let expect_len = |what: &str, found: usize, expected: usize| {
+    pub fn output_shape(&self, input: Shape) -> Result<Shape, LayerError> {
+        let expect_len = |what: &'static str, found: usize, expected: usize| {
             if found == expected {
                 Ok(())
             } else {
-                Err(format!("{what} has {found} values, expected {expected}"))
+                Err(LayerError::Length {
+                    what,
+                    found,
+                    expected,
+                })
             }
         };
         match self {
@@ -328,10 +332,10 @@ impl Layer {
                 ..
             } => {
                 if *in_channels != input.channels {
-                    return Err(format!(
-                        "expects {in_channels} input channels, gets {}",
-                        input.channels
-                    ));
+                    return Err(LayerError::Channels {
+                        expected: *in_channels,
+                        found: input.channels,
+                    });
                 }
                 expect_len(
                     "weight",
@@ -341,10 +345,11 @@ impl Layer {
                 expect_len("bias", bias.len(), *out_channels)?;
                 input
                     .after_window(*out_channels, *kernel, *stride, *padding)
-                    .ok_or_else(|| {
-                        format!(
-                            "kernel {kernel:?} with stride {stride:?} and padding {padding:?} does not fit a {input} input"
-                        )
+                    .ok_or(LayerError::Window {
+                        kernel: *kernel,
+                        stride: *stride,
+                        padding: *padding,
+                        input,
                     })
             }
             Self::BatchNorm {
@@ -366,30 +371,33 @@ impl Layer {
                     || !epsilon.is_finite()
                     || *epsilon < 0.0
                 {
-                    return Err("variance and epsilon must not be negative".into());
+                    return Err(LayerError::NegativeVariance);
                 }
                 Ok(input)
             }
             Self::AvgPool { kernel, stride } => input
                 .after_window(input.channels, *kernel, *stride, [0, 0])
-                .ok_or_else(|| {
-                    format!("window {kernel:?} with stride {stride:?} does not fit a {input} input")
+                .ok_or(LayerError::Window {
+                    kernel: *kernel,
+                    stride: *stride,
+                    padding: [0, 0],
+                    input,
                 }),
             Self::Activation {
                 function,
                 output_quant,
                 input_grid,
             } => {
-                function.validate().map_err(|e| e.to_string())?;
+                function.validate()?;
                 if let Some(grid) = input_grid {
-                    grid.validate(input.channels).map_err(|e| e.to_string())?;
+                    grid.validate(input.channels)?;
                 }
                 if let Some(q) = output_quant
                     && !(q.range.hi > q.range.lo
                         && q.range.lo.is_finite()
                         && q.range.hi.is_finite())
                 {
-                    return Err(format!("empty output range {:?}", q.range));
+                    return Err(LayerError::EmptyOutputRange(q.range));
                 }
                 Ok(input)
             }
@@ -402,15 +410,13 @@ impl Layer {
                 ..
             } => {
                 if (input.height, input.width) != (1, 1) {
-                    return Err(format!(
-                        "needs a vector input, gets {input}: add a flatten layer"
-                    ));
+                    return Err(LayerError::NotAVector(input));
                 }
                 if *in_features != input.channels {
-                    return Err(format!(
-                        "expects {in_features} inputs, gets {}",
-                        input.channels
-                    ));
+                    return Err(LayerError::Features {
+                        expected: *in_features,
+                        found: input.channels,
+                    });
                 }
                 expect_len("weight", weight.len(), in_features * out_features)?;
                 expect_len("bias", bias.len(), *out_features)?;
@@ -418,6 +424,66 @@ impl Layer {
             }
         }
     }
+}
+
+/// A layer whose parameters do not fit its input or each other.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LayerError {
+    /// A parameter array of the wrong length.
+    #[error("{what} has {found} values, expected {expected}")]
+    Length {
+        /// The array (`weight`, `bias`, `gamma`, ...).
+        what: &'static str,
+        /// Its length.
+        found: usize,
+        /// The length the layer's sizes imply.
+        expected: usize,
+    },
+    /// Input channels other than the convolution's.
+    #[error("expects {expected} input channels, gets {found}")]
+    Channels {
+        /// What the layer reads.
+        expected: usize,
+        /// What it is given.
+        found: usize,
+    },
+    /// Input features other than the dense layer's.
+    #[error("expects {expected} inputs, gets {found}")]
+    Features {
+        /// What the layer reads.
+        expected: usize,
+        /// What it is given.
+        found: usize,
+    },
+    /// A window that does not fit the input.
+    #[error(
+        "window {kernel:?} with stride {stride:?} and padding {padding:?} does not fit a {input} input"
+    )]
+    Window {
+        /// Window rows and columns.
+        kernel: [usize; 2],
+        /// Stride rows and columns.
+        stride: [usize; 2],
+        /// Padding rows and columns.
+        padding: [usize; 2],
+        /// The input.
+        input: Shape,
+    },
+    /// A batch norm with a negative or non-finite variance or epsilon.
+    #[error("variance and epsilon must not be negative")]
+    NegativeVariance,
+    /// An activation output range that is empty or not finite.
+    #[error("empty output range {0:?}")]
+    EmptyOutputRange(QuantRange),
+    /// A dense layer after a layer with rows and columns.
+    #[error("needs a vector input, gets {0}: add a flatten layer")]
+    NotAVector(Shape),
+    /// An unusable activation function.
+    #[error(transparent)]
+    Activation(#[from] crate::activation::InvalidActivation),
+    /// An unusable read grid.
+    #[error(transparent)]
+    Grid(#[from] crate::grid::GridError),
 }
 
 /// How a model was trained, for the record.
@@ -488,7 +554,7 @@ pub enum ModelError {
         /// Its kind.
         kind: &'static str,
         /// What is wrong.
-        reason: String,
+        reason: LayerError,
     },
     /// Inconsistent content outside the layers.
     #[error("{path}: {reason}")]

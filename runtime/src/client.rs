@@ -18,7 +18,7 @@ use tfhe::core_crypto::prelude::{
 
 use crate::encoding::LevelScale;
 use crate::envelope::{self, Binding, RuntimeFile, payload};
-use crate::error::{InputError, RuntimeError};
+use crate::error::{InputError, Mismatch, RuntimeError};
 use crate::file_kind::FileKind;
 use crate::keys::ClientKey;
 
@@ -100,22 +100,25 @@ fn check_lists(
     path: &Path,
     kind: FileKind,
 ) -> Result<(), RuntimeError> {
-    let mismatch = |reason: String| RuntimeError::Mismatch {
+    let mismatch = |reason| RuntimeError::Mismatch {
         path: path.display().to_string(),
         kind,
         reason,
     };
     if lists.is_empty() {
-        return Err(mismatch("it holds no image".into()));
+        return Err(mismatch(Mismatch::NoImage));
     }
     let size = big_lwe_size(circuit);
     for (index, list) in lists.iter().enumerate() {
         let (lwe_size, len, modulus) = list.shape();
         if lwe_size != size || len != count || !modulus.is_native_modulus() {
-            return Err(mismatch(format!(
-                "image {index} has {len} ciphertexts of size {}, the circuit needs {count} of size {}",
-                lwe_size.0, size.0
-            )));
+            return Err(mismatch(Mismatch::Ciphertexts {
+                image: index,
+                found: len,
+                found_size: lwe_size.0,
+                expected: count,
+                expected_size: size.0,
+            }));
         }
     }
     Ok(())

@@ -54,8 +54,8 @@ impl Binding {
             return Err(RuntimeError::OtherCircuit {
                 path: origin.to_string(),
                 kind,
-                found: self.circuit.short(),
-                expected: expected.circuit.short(),
+                found: self.circuit,
+                expected: expected.circuit,
             });
         }
         if self.parameter_set != expected.parameter_set {

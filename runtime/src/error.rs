@@ -1,5 +1,7 @@
 //! Why a runtime operation failed.
 
+use hecnn_compile::circuit_file::Fingerprint;
+use hecnn_compile::params::ParameterSetName;
 use hecnn_model::io::FileError;
 
 use crate::file_kind::{FORMAT_VERSION, FileKind};
@@ -42,7 +44,7 @@ pub enum RuntimeError {
     },
     /// Made for another circuit.
     #[error(
-        "{path}: this {kind} was made for another circuit (fingerprint {found}..., the circuit given is {expected}...)"
+        "{path}: this {kind} was made for another circuit (fingerprint {found:.16}..., the circuit given is {expected:.16}...)"
     )]
     OtherCircuit {
         /// The file.
@@ -50,9 +52,9 @@ pub enum RuntimeError {
         /// Its kind.
         kind: FileKind,
         /// Fingerprint it names.
-        found: String,
+        found: Fingerprint,
         /// Fingerprint of the circuit given.
-        expected: String,
+        expected: Fingerprint,
     },
     /// Made for another parameter set.
     #[error("{path}: this {kind} is for parameter set {found}, the circuit uses {expected}")]
@@ -74,11 +76,41 @@ pub enum RuntimeError {
         /// Its kind.
         kind: FileKind,
         /// What differs.
-        reason: String,
+        reason: Mismatch,
     },
     /// An input (image, batch) does not fit the circuit.
     #[error(transparent)]
     Input(#[from] InputError),
+}
+
+/// How a decoded runtime file differs from what its circuit and parameter set require.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Mismatch {
+    /// A query or result without images.
+    #[error("it holds no image")]
+    NoImage,
+    /// An image's ciphertexts of another number or size.
+    #[error(
+        "image {image} has {found} ciphertexts of size {found_size}, the circuit needs {expected} of size {expected_size}"
+    )]
+    Ciphertexts {
+        /// The image, from 0.
+        image: usize,
+        /// Its ciphertexts.
+        found: usize,
+        /// Their LWE size.
+        found_size: usize,
+        /// Ciphertexts the circuit needs.
+        expected: usize,
+        /// Their LWE size under the circuit's set.
+        expected_size: usize,
+    },
+    /// A client key of other parameters.
+    #[error("its parameters are not those of {0}")]
+    Parameters(ParameterSetName),
+    /// An evaluation key of other dimensions.
+    #[error("its dimensions are not those of {0}")]
+    Dimensions(ParameterSetName),
 }
 
 /// Images that do not fit a circuit.

@@ -16,7 +16,7 @@ use tfhe::shortint::parameters::ShortintParameterSet;
 use tfhe::shortint::{CompressedServerKey, ServerKey};
 
 use crate::envelope::{self, Binding, RuntimeFile, payload};
-use crate::error::RuntimeError;
+use crate::error::{Mismatch, RuntimeError};
 use crate::file_kind::FileKind;
 
 payload!(
@@ -102,7 +102,7 @@ impl ClientKey {
             return Err(RuntimeError::Mismatch {
                 path: path.display().to_string(),
                 kind: FileKind::ClientKey,
-                reason: format!("its parameters are not those of {}", circuit.parameter_set),
+                reason: Mismatch::Parameters(circuit.parameter_set.clone()),
             });
         }
         Ok(Self { binding, key })
@@ -125,7 +125,7 @@ impl EvaluationKey {
             return Err(RuntimeError::Mismatch {
                 path: path.display().to_string(),
                 kind: FileKind::EvaluationKey,
-                reason: format!("its dimensions are not those of {}", circuit.parameter_set),
+                reason: Mismatch::Dimensions(circuit.parameter_set.clone()),
             });
         }
         Ok(Self { binding, key })

@@ -61,7 +61,7 @@ pub mod session;
 
 pub use client::{EncryptedResult, Prediction, Query};
 pub use envelope::RuntimeFile;
-pub use error::{InputError, RuntimeError};
+pub use error::{InputError, Mismatch, RuntimeError};
 pub use keys::{ClientKey, EvaluationKey, generate};
 pub use server::{Evaluator, NoProgress, Progress, Timings};
 pub use session::{BenchReport, BenchStep, LocalSession, bench, median};

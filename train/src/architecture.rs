@@ -157,88 +157,88 @@ impl Architecture {
 
     /// Reads an architecture file: TOML if its name ends in `.toml`, JSON otherwise.
     pub fn load(path: &Path) -> Result<Self, TrainError> {
-        let bad = |reason: String| TrainError::Architecture {
+        let bad = |reason| TrainError::Architecture {
             path: path.display().to_string(),
             reason,
         };
         if !path.exists() {
-            return Err(bad(format!(
-                "no such file, and not a built-in architecture ({})",
-                BUILTIN.join(", ")
-            )));
+            return Err(bad(ArchitectureError::NotFound));
         }
         let bytes = read_limited(path, MAX_ARCHITECTURE_BYTES)?;
-        let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+        let text = String::from_utf8(bytes).map_err(|_| bad(ArchitectureError::NotText))?;
         let mut architecture: Self = if path.extension().is_some_and(|e| e == "toml") {
-            toml::from_str(&text).map_err(|e| bad(e.to_string()))?
+            toml::from_str(&text).map_err(|e| bad(ArchitectureError::Toml(e)))?
         } else {
-            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?
+            serde_json::from_str(&text).map_err(|e| bad(ArchitectureError::Json(e)))?
         };
         if architecture.layers.is_empty() {
-            return Err(bad("no layers".into()));
+            return Err(bad(ArchitectureError::NoLayers));
         }
         architecture.origin = path.display().to_string();
         Ok(architecture)
     }
 
     /// Shapes after each layer for `input` (the first is `input`), checking the network
-    /// ends in one value per class. `origin` names the architecture in errors.
+    /// ends in one value per class.
     pub fn shapes(&self, input: Shape, classes: usize) -> Result<Vec<Shape>, TrainError> {
-        let bad = |index: usize, reason: String| TrainError::Architecture {
-            path: self.origin.clone(),
-            reason: format!("layer {index}: {reason}"),
-        };
+        self.checked_shapes(input, classes)
+            .map_err(|reason| TrainError::Architecture {
+                path: self.origin.clone(),
+                reason,
+            })
+    }
+
+    fn checked_shapes(
+        &self,
+        input: Shape,
+        classes: usize,
+    ) -> Result<Vec<Shape>, ArchitectureError> {
         let mut shapes = vec![input];
-        for (index, layer) in self.layers.iter().enumerate() {
-            let shape = shapes[index];
-            let next = match *layer {
+        for (layer, spec) in self.layers.iter().enumerate() {
+            let shape = shapes[layer];
+            let next = match *spec {
                 LayerSpec::Conv2d {
                     out_channels,
                     kernel,
                     stride,
                     padding,
                 } => {
-                    if shape.height == 1 && shape.width == 1 && index > 0 {
-                        return Err(bad(
-                            index,
-                            "a convolution needs a feature map, not a vector".into(),
-                        ));
+                    if shape.height == 1 && shape.width == 1 && layer > 0 {
+                        return Err(ArchitectureError::ConvOnVector { layer });
                     }
                     shape
                         .after_window(out_channels, [kernel; 2], [stride; 2], [padding; 2])
-                        .ok_or_else(|| {
-                            bad(
-                                index,
-                                format!(
-                                    "conv {kernel}x{kernel} stride {stride} padding {padding} with {out_channels} channels does not fit a {shape} input"
-                                ),
-                            )
+                        .ok_or(ArchitectureError::ConvDoesNotFit {
+                            layer,
+                            kernel,
+                            stride,
+                            padding,
+                            out_channels,
+                            input: shape,
                         })?
                 }
                 LayerSpec::AvgPool { kernel, stride } => {
                     let stride = stride.unwrap_or(kernel);
                     shape
                         .after_window(shape.channels, [kernel; 2], [stride; 2], [0; 2])
-                        .ok_or_else(|| {
-                            bad(
-                                index,
-                                format!(
-                                    "pool {kernel}x{kernel} stride {stride} does not fit a {shape} input"
-                                ),
-                            )
+                        .ok_or(ArchitectureError::PoolDoesNotFit {
+                            layer,
+                            kernel,
+                            stride,
+                            input: shape,
                         })?
                 }
                 LayerSpec::BatchNorm | LayerSpec::Activation => shape,
                 LayerSpec::Flatten => Shape::vector(shape.len()),
                 LayerSpec::Dense { out_features } => {
                     if (shape.height, shape.width) != (1, 1) {
-                        return Err(bad(
-                            index,
-                            format!("dense needs a vector, gets {shape}: add a flatten layer"),
-                        ));
+                        return Err(ArchitectureError::DenseOnMap {
+                            layer,
+                            input: shape,
+                        });
                     }
                     if out_features == 0 {
-                        return Err(bad(index, "dense with 0 outputs".into()));
+                        return Err(ArchitectureError::NoOutputs { layer });
                     }
                     Shape::vector(out_features)
                 }
@@ -247,15 +247,90 @@ impl Architecture {
         }
         let output = *shapes.last().expect("at least the input");
         if output != Shape::vector(classes) {
-            return Err(TrainError::Architecture {
-                path: self.origin.clone(),
-                reason: format!(
-                    "the network outputs {output}, but the data set has {classes} classes: end with a dense layer of {classes} outputs"
-                ),
-            });
+            return Err(ArchitectureError::Outputs { output, classes });
         }
         Ok(shapes)
     }
+}
+
+/// Why an architecture cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchitectureError {
+    /// Neither a built-in name nor a file.
+    #[error("no such file, and not a built-in architecture ({})", BUILTIN.join(", "))]
+    NotFound,
+    /// A file that is not UTF-8.
+    #[error("not UTF-8 text")]
+    NotText,
+    /// A TOML file that does not parse as an architecture.
+    #[error(transparent)]
+    Toml(toml::de::Error),
+    /// A JSON file that does not parse as an architecture.
+    #[error(transparent)]
+    Json(serde_json::Error),
+    /// No layer at all.
+    #[error("no layers")]
+    NoLayers,
+    /// A convolution after the feature map was flattened.
+    #[error("layer {layer}: a convolution needs a feature map, not a vector")]
+    ConvOnVector {
+        /// The layer, from 0.
+        layer: usize,
+    },
+    /// A convolution window larger than its (padded) input.
+    #[error(
+        "layer {layer}: conv {kernel}x{kernel} stride {stride} padding {padding} with {out_channels} channels does not fit a {input} input"
+    )]
+    ConvDoesNotFit {
+        /// The layer, from 0.
+        layer: usize,
+        /// Window side.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Padding on each side.
+        padding: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// The input it is given.
+        input: Shape,
+    },
+    /// A pooling window larger than its input.
+    #[error("layer {layer}: pool {kernel}x{kernel} stride {stride} does not fit a {input} input")]
+    PoolDoesNotFit {
+        /// The layer, from 0.
+        layer: usize,
+        /// Window side.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// The input it is given.
+        input: Shape,
+    },
+    /// A dense layer on a feature map.
+    #[error("layer {layer}: dense needs a vector, gets {input}: add a flatten layer")]
+    DenseOnMap {
+        /// The layer, from 0.
+        layer: usize,
+        /// The input it is given.
+        input: Shape,
+    },
+    /// A dense layer without outputs.
+    #[error("layer {layer}: dense with 0 outputs")]
+    NoOutputs {
+        /// The layer, from 0.
+        layer: usize,
+    },
+    /// An output other than one value per class.
+    #[error(
+        "the network outputs {output}, but the data set has {classes} classes: end with a dense layer of {classes} outputs"
+    )]
+    Outputs {
+        /// What the network outputs.
+        output: Shape,
+        /// Classes of the data set.
+        classes: usize,
+    },
 }
 
 #[cfg(test)]

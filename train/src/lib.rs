@@ -70,7 +70,7 @@ pub enum TrainError {
         /// The file or built-in name.
         path: String,
         /// What is wrong.
-        reason: String,
+        reason: architecture::ArchitectureError,
     },
     /// A setting is out of range.
     #[error(transparent)]
