@@ -554,7 +554,7 @@ pub enum ModelError {
         /// Its kind.
         kind: &'static str,
         /// What is wrong.
-        reason: LayerError,
+        reason: Box<LayerError>,
     },
     /// Inconsistent content outside the layers.
     #[error("{path}: {reason}")]
@@ -578,7 +578,7 @@ impl ModelFile {
                     path: origin.to_string(),
                     index,
                     kind: layer.kind(),
-                    reason,
+                    reason: Box::new(reason),
                 })?;
             shapes.push(next);
         }

@@ -102,7 +102,7 @@ impl ClientKey {
             return Err(RuntimeError::Mismatch {
                 path: path.display().to_string(),
                 kind: FileKind::ClientKey,
-                reason: Mismatch::Parameters(circuit.parameter_set.clone()),
+                reason: Mismatch::Parameters(circuit.parameter_set),
             });
         }
         Ok(Self { binding, key })
@@ -125,7 +125,7 @@ impl EvaluationKey {
             return Err(RuntimeError::Mismatch {
                 path: path.display().to_string(),
                 kind: FileKind::EvaluationKey,
-                reason: Mismatch::Dimensions(circuit.parameter_set.clone()),
+                reason: Mismatch::Dimensions(circuit.parameter_set),
             });
         }
         Ok(Self { binding, key })
