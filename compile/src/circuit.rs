@@ -356,98 +356,51 @@ impl Stage {
     }
 }
 
-/// An integer circuit.
+/// An integer circuit: stages that chain, every table and decoding with one entry per
+/// output ([`Circuit::new`] checks; deserialising checks the same).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "UncheckedCircuit")]
 pub struct Circuit {
-    /// The stages, input to output.
-    pub stages: Vec<Stage>,
+    stages: Vec<Stage>,
+}
+
+/// A circuit as read, before [`Circuit::new`] checks it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UncheckedCircuit {
+    stages: Vec<Stage>,
+}
+
+impl TryFrom<UncheckedCircuit> for Circuit {
+    type Error = CircuitError;
+
+    fn try_from(unchecked: UncheckedCircuit) -> Result<Self, CircuitError> {
+        Self::new(unchecked.stages)
+    }
 }
 
 impl Circuit {
-    /// Checks that the stages chain, that every table and decoding has one entry per
-    /// output, and that every input level is worth something on the torus.
-    pub fn validate(&self) -> Result<(), CircuitError> {
-        let Some(last) = self.stages.last() else {
-            return Err(CircuitError::Empty);
-        };
-        if !matches!(last.read, Read::Logits(_)) {
-            return Err(CircuitError::Read {
-                stage: self.stages.len() - 1,
-                reason: "the last stage has tables instead of logits",
-            });
-        }
-        let mut previous: Option<(usize, u32)> = None;
-        for (index, stage) in self.stages.iter().enumerate() {
-            let outputs = stage
-                .linear
-                .checked_output_shape()
-                .map_err(|reason| CircuitError::Linear {
-                    stage: index,
-                    reason,
-                })?
-                .len();
-            if let Some((given, given_max)) = previous
-                && (given != stage.linear.input_len() || given_max > stage.input_max)
-            {
-                return Err(CircuitError::Chain {
-                    stage: index,
-                    inputs: stage.linear.input_len(),
-                    input_max: stage.input_max,
-                    given,
-                    given_max,
-                });
-            }
-            if stage.input_unit == 0 {
-                return Err(CircuitError::Unit { stage: index });
-            }
-            let count = |what, found| {
-                if found == outputs {
-                    Ok(())
-                } else {
-                    Err(CircuitError::Outputs {
-                        stage: index,
-                        what,
-                        found,
-                        outputs,
-                    })
-                }
-            };
-            match &stage.read {
-                Read::Tables(tables) => {
-                    if index + 1 == self.stages.len() {
-                        return Err(CircuitError::Read {
-                            stage: index,
-                            reason: "the last stage has tables",
-                        });
-                    }
-                    count("offsets", tables.offsets.len())?;
-                    count("tables", tables.levels.len())?;
-                    let entries = tables.lut_bits.entries();
-                    if let Some(short) = tables.levels.iter().find(|l| l.len() != entries) {
-                        return Err(CircuitError::Outputs {
-                            stage: index,
-                            what: "a table",
-                            found: short.len(),
-                            outputs: entries,
-                        });
-                    }
-                    let max = tables.levels.iter().flatten().copied().max().unwrap_or(0);
-                    previous = Some((outputs, max));
-                }
-                Read::Logits(decoding) => {
-                    if index + 1 != self.stages.len() {
-                        return Err(CircuitError::Read {
-                            stage: index,
-                            reason: "logits before the last stage",
-                        });
-                    }
-                    count("decoding scales", decoding.scale.len())?;
-                    count("decoding shifts", decoding.shift.len())?;
-                }
-            }
-        }
-        Ok(())
+    /// The circuit of `stages` (input to output), after checking that they chain, that
+    /// every table and decoding has one entry per output, and that every input level is
+    /// worth something on the torus.
+    pub fn new(stages: Vec<Stage>) -> Result<Self, CircuitError> {
+        check(&stages)?;
+        Ok(Self { stages })
+    }
+
+    /// The stages, input to output.
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// The first stage, which reads the image.
+    pub fn first(&self) -> &Stage {
+        &self.stages[0]
+    }
+
+    /// The last stage, which gives the logits.
+    pub fn last(&self) -> &Stage {
+        self.stages.last().expect("circuits have stages")
     }
 
     /// Number of PBS per evaluation: one per table read.
@@ -477,6 +430,90 @@ impl Circuit {
             .map(|t| t.lut_bits)
             .max()
     }
+}
+
+/// Checks what [`Circuit::new`] promises.
+fn check(stages: &[Stage]) -> Result<(), CircuitError> {
+    let Some(last) = stages.last() else {
+        return Err(CircuitError::Empty);
+    };
+    if !matches!(last.read, Read::Logits(_)) {
+        return Err(CircuitError::Read {
+            stage: stages.len() - 1,
+            reason: "the last stage has tables instead of logits",
+        });
+    }
+    let mut previous: Option<(usize, u32)> = None;
+    for (index, stage) in stages.iter().enumerate() {
+        let outputs = stage
+            .linear
+            .checked_output_shape()
+            .map_err(|reason| CircuitError::Linear {
+                stage: index,
+                reason,
+            })?
+            .len();
+        if let Some((given, given_max)) = previous
+            && (given != stage.linear.input_len() || given_max > stage.input_max)
+        {
+            return Err(CircuitError::Chain {
+                stage: index,
+                inputs: stage.linear.input_len(),
+                input_max: stage.input_max,
+                given,
+                given_max,
+            });
+        }
+        if stage.input_unit == 0 {
+            return Err(CircuitError::Unit { stage: index });
+        }
+        let count = |what, found| {
+            if found == outputs {
+                Ok(())
+            } else {
+                Err(CircuitError::Outputs {
+                    stage: index,
+                    what,
+                    found,
+                    outputs,
+                })
+            }
+        };
+        match &stage.read {
+            Read::Tables(tables) => {
+                if index + 1 == stages.len() {
+                    return Err(CircuitError::Read {
+                        stage: index,
+                        reason: "the last stage has tables",
+                    });
+                }
+                count("offsets", tables.offsets.len())?;
+                count("tables", tables.levels.len())?;
+                let entries = tables.lut_bits.entries();
+                if let Some(short) = tables.levels.iter().find(|l| l.len() != entries) {
+                    return Err(CircuitError::Outputs {
+                        stage: index,
+                        what: "a table",
+                        found: short.len(),
+                        outputs: entries,
+                    });
+                }
+                let max = tables.levels.iter().flatten().copied().max().unwrap_or(0);
+                previous = Some((outputs, max));
+            }
+            Read::Logits(decoding) => {
+                if index + 1 != stages.len() {
+                    return Err(CircuitError::Read {
+                        stage: index,
+                        reason: "logits before the last stage",
+                    });
+                }
+                count("decoding scales", decoding.scale.len())?;
+                count("decoding shifts", decoding.shift.len())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -555,43 +592,39 @@ mod tests {
             }),
             ..stage()
         };
-        let circuit = Circuit {
-            stages: vec![stage(), logits.clone()],
-        };
-        circuit.validate().unwrap();
+        let circuit = Circuit::new(vec![stage(), logits.clone()]).unwrap();
         assert_eq!(circuit.max_lut_bits(), LutBits::new(2).ok());
-        assert_eq!(
-            Circuit { stages: vec![] }.validate(),
-            Err(CircuitError::Empty)
-        );
-        let too_small = Circuit {
-            stages: vec![
-                stage(),
-                Stage {
-                    input_max: 12,
-                    ..logits
-                },
-            ],
-        };
+        assert_eq!(Circuit::new(vec![]), Err(CircuitError::Empty));
+        let too_small = vec![
+            stage(),
+            Stage {
+                input_max: 12,
+                ..logits.clone()
+            },
+        ];
         assert!(matches!(
-            too_small.validate(),
+            Circuit::new(too_small),
             Err(CircuitError::Chain {
                 stage: 1,
                 given_max: 13,
                 ..
             })
         ));
-        let mut short = circuit;
-        if let Read::Tables(tables) = &mut short.stages[0].read {
+        let mut short = vec![stage(), logits];
+        if let Read::Tables(tables) = &mut short[0].read {
             tables.levels[0].pop();
         }
+        let short_json = serde_json::to_string(&serde_json::json!({ "stages": short })).unwrap();
         assert!(matches!(
-            short.validate(),
+            Circuit::new(short),
             Err(CircuitError::Outputs {
                 stage: 0,
                 found: 3,
                 ..
             })
         ));
+        // Deserialising checks as much.
+        let err = serde_json::from_str::<Circuit>(&short_json).unwrap_err();
+        assert!(err.to_string().contains("stage 0"), "{err}");
     }
 }

@@ -9,7 +9,7 @@ use bincode::Options;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::circuit::{Circuit, CircuitError};
+use crate::circuit::Circuit;
 use crate::params::ParameterSetName;
 use hecnn_model::io::{FileError, FrameError, frame, read_limited, unframe, write_atomic};
 use hecnn_model::model::Shape;
@@ -114,9 +114,6 @@ impl From<Fingerprint> for String {
 /// What is inconsistent in a decoded circuit file.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InvalidFile {
-    /// The circuit itself.
-    #[error(transparent)]
-    Circuit(#[from] CircuitError),
     /// Another format name.
     #[error("format {0:?}")]
     Format(String),
@@ -271,22 +268,14 @@ impl CircuitFile {
         if self.format != CIRCUIT_FORMAT {
             return Err(InvalidFile::Format(self.format.clone()));
         }
-        self.circuit.validate()?;
-        let first = &self.circuit.stages[0];
+        let first = self.circuit.first();
         if self.input.shape.len() != first.linear.input_len() || self.input.max != first.input_max {
             return Err(InvalidFile::Input {
                 shape: self.input.shape,
                 max: self.input.max,
             });
         }
-        let logits = self
-            .circuit
-            .stages
-            .last()
-            .expect("validated circuits have stages")
-            .linear
-            .output_shape()
-            .len();
+        let logits = self.circuit.last().linear.output_shape().len();
         if logits != self.class_names.len() {
             return Err(InvalidFile::Classes {
                 logits,

@@ -110,7 +110,7 @@ pub struct Compiled {
 /// an entry of its own (`D <= 1`), one box otherwise.
 pub fn requirements(circuit: &Circuit) -> Vec<PbsRequirement> {
     circuit
-        .stages
+        .stages()
         .iter()
         .enumerate()
         .filter_map(|(index, stage)| stage.tables().map(|tables| (index, stage, tables)))
@@ -227,7 +227,7 @@ pub fn compile(
         class_names: model.class_names.clone(),
         input: InputQuant {
             shape: model.input.shape,
-            max: circuit.stages[0].input_max,
+            max: circuit.first().input_max,
         },
         parameter_set: selection.set.name(),
         target_log2_p_error: options.target_log2_p_error,
@@ -394,14 +394,22 @@ mod tests {
         ));
         assert!(matches!(message(b""), CircuitFileError::Foreign { .. }));
 
-        // Well-formed but inconsistent: a table missing an output.
-        let mut inconsistent = file.clone();
-        if let crate::circuit::Read::Tables(tables) = &mut inconsistent.circuit.stages[0].read {
-            tables.levels.pop();
-        }
-        let err = message(inconsistent.to_json().as_bytes());
-        assert!(matches!(err, CircuitFileError::Invalid { .. }), "{err}");
+        // Well-formed but inconsistent: a table missing an output (the circuit is checked
+        // as it is decoded).
+        let mut inconsistent: serde_json::Value = serde_json::from_str(&file.to_json()).unwrap();
+        inconsistent["circuit"]["stages"][0]["read"]["tables"]["levels"]
+            .as_array_mut()
+            .unwrap()
+            .pop();
+        let err = message(inconsistent.to_string().as_bytes());
+        assert!(matches!(err, CircuitFileError::Corrupted { .. }), "{err}");
         assert!(err.to_string().contains("stage 0"), "{err}");
+
+        // Well-formed, a valid circuit, but a header that does not fit it.
+        let mut other_classes = file.clone();
+        other_classes.class_names.pop();
+        let err = message(other_classes.to_json().as_bytes());
+        assert!(matches!(err, CircuitFileError::Invalid { .. }), "{err}");
 
         let unknown_set = file
             .to_json()

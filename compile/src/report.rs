@@ -87,7 +87,7 @@ impl Report {
         let std_units = NoiseProfile::new(circuit, &selection.set).std_in_read_units(circuit);
         let mut p_errors = selection.noise.iter();
         let stages: Vec<StageReport> = circuit
-            .stages
+            .stages()
             .iter()
             .zip(&std_units)
             .enumerate()

@@ -31,7 +31,7 @@ impl NoiseProfile {
     pub fn new(circuit: &Circuit, set: &ParameterSet) -> Self {
         let model = NoiseModel::new(set);
         let std_torus = circuit
-            .stages
+            .stages()
             .iter()
             .enumerate()
             .map(|(index, stage)| {
@@ -63,7 +63,7 @@ impl NoiseProfile {
     /// torus) for the logits.
     pub fn std_in_read_units(&self, circuit: &Circuit) -> Vec<Vec<f64>> {
         circuit
-            .stages
+            .stages()
             .iter()
             .zip(&self.std_torus)
             .map(|(stage, std)| {
@@ -110,7 +110,7 @@ impl<'a> Simulator<'a> {
             None => 0.0,
         };
         let mut x: Vec<i64> = pixels.iter().map(|&p| i64::from(p)).collect();
-        for (index, stage) in self.circuit.stages.iter().enumerate() {
+        for (index, stage) in self.circuit.stages().iter().enumerate() {
             let a = stage.linear.apply(&x);
             match &stage.read {
                 Read::Tables(_) => {
@@ -160,33 +160,31 @@ mod tests {
     /// then one logit.
     fn circuit() -> Circuit {
         let lut_bits = LutBits::new(2).unwrap();
-        Circuit {
-            stages: vec![
-                identity(
-                    255,
-                    lut_bits.box_width() / 4,
-                    Read::Tables(Tables {
-                        lut_bits,
-                        offsets: vec![0],
-                        levels: vec![vec![10, 11, 12, 13]],
-                    }),
-                ),
-                identity(
-                    13,
-                    1 << 58,
-                    Read::Logits(Decoding {
-                        scale: vec![1.0],
-                        shift: vec![0.0],
-                    }),
-                ),
-            ],
-        }
+        Circuit::new(vec![
+            identity(
+                255,
+                lut_bits.box_width() / 4,
+                Read::Tables(Tables {
+                    lut_bits,
+                    offsets: vec![0],
+                    levels: vec![vec![10, 11, 12, 13]],
+                }),
+            ),
+            identity(
+                13,
+                1 << 58,
+                Read::Logits(Decoding {
+                    scale: vec![1.0],
+                    shift: vec![0.0],
+                }),
+            ),
+        ])
+        .unwrap()
     }
 
     #[test]
     fn reads_round_and_wrap_negacyclically() {
         let circuit = circuit();
-        circuit.validate().unwrap();
         let clear = Simulator::clear(&circuit);
         let logit = |pixel: u8| clear.logits(&[pixel], 0)[0];
         assert_eq!(logit(0), 10.0);

@@ -182,7 +182,7 @@ impl ClientKey {
             }
             .into());
         }
-        let first = &circuit.circuit.stages[0];
+        let first = circuit.circuit.first();
         let scale = LevelScale::of_stage(first);
         let (key, noise) = self.encryption_key();
         let mut seeder = new_seeder();
@@ -226,11 +226,7 @@ impl ClientKey {
         result
             .binding
             .check(&binding, FileKind::Result, "the result")?;
-        let last = circuit
-            .circuit
-            .stages
-            .last()
-            .expect("validated circuits have stages");
+        let last = circuit.circuit.last();
         let Read::Logits(decoding) = &last.read else {
             unreachable!("validated circuits end with logits")
         };

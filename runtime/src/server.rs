@@ -138,7 +138,12 @@ impl<'c> Evaluator<'c> {
         let binding = Binding::of(circuit);
         key.binding()
             .check(&binding, FileKind::EvaluationKey, "the evaluation key")?;
-        let plans = circuit.circuit.stages.iter().map(LinearPlan::new).collect();
+        let plans = circuit
+            .circuit
+            .stages()
+            .iter()
+            .map(LinearPlan::new)
+            .collect();
         Ok(Self {
             circuit,
             binding,
@@ -185,7 +190,7 @@ impl<'c> Evaluator<'c> {
             .clone()
             .decompress_into_lwe_ciphertext_list()
             .into_container();
-        let stages = &self.circuit.circuit.stages;
+        let stages = self.circuit.circuit.stages();
         for (index, (stage, plan)) in stages.iter().zip(&self.plans).enumerate() {
             let outputs = stage.linear.output_shape().len();
             let reads = stage.tables().map_or(0, |t| t.levels.len());
@@ -253,7 +258,7 @@ impl<'c> Evaluator<'c> {
             .max_lut_bits()
             .unwrap_or_else(|| LutBits::new(LutBits::MIN).expect("the least width is valid"));
         let levels: Vec<u32> = (1..=lut_bits.entries() as u32).collect();
-        let output = LevelScale::of_stage(&self.circuit.circuit.stages[0]);
+        let output = LevelScale::of_stage(self.circuit.circuit.first());
         // A non-trivial ciphertext (non-zero mask), so tfhe runs the full PBS.
         let mut accumulator: Vec<u64> = (0..lwe_size as u64)
             .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))

@@ -23,33 +23,32 @@ fn tiny_circuit(first_weights: [i32; 6]) -> CircuitFile {
     let dense = |inputs: usize, weights: Vec<i32>| Linear::Dense { inputs, weights };
     let lut_bits = LutBits::new(3).unwrap();
     let entry = lut_bits.box_width();
-    let circuit = Circuit {
-        stages: vec![
-            Stage {
-                label: "dense+act".into(),
-                linear: dense(3, first_weights.to_vec()),
-                input_max: 3,
-                input_unit: entry,
-                read: Read::Tables(Tables {
-                    lut_bits,
-                    // A ranges over -6..=9 for the first weights: entries 0..=15.
-                    offsets: vec![6 * entry, 9 * entry],
-                    levels: vec![vec![3, 0, 5, 7, 1, 2, 6, 4], vec![7, 6, 5, 4, 3, 2, 1, 0]],
-                }),
-            },
-            Stage {
-                label: "dense".into(),
-                linear: dense(2, vec![1, -2, 3, 1]),
-                input_max: 7,
-                // Logits up to 28 in magnitude: 2^57 leaves room for |A| < 64.
-                input_unit: 1 << 57,
-                read: Read::Logits(Decoding {
-                    scale: vec![0.5, 1.0],
-                    shift: vec![1.0, -2.0],
-                }),
-            },
-        ],
-    };
+    let circuit = Circuit::new(vec![
+        Stage {
+            label: "dense+act".into(),
+            linear: dense(3, first_weights.to_vec()),
+            input_max: 3,
+            input_unit: entry,
+            read: Read::Tables(Tables {
+                lut_bits,
+                // A ranges over -6..=9 for the first weights: entries 0..=15.
+                offsets: vec![6 * entry, 9 * entry],
+                levels: vec![vec![3, 0, 5, 7, 1, 2, 6, 4], vec![7, 6, 5, 4, 3, 2, 1, 0]],
+            }),
+        },
+        Stage {
+            label: "dense".into(),
+            linear: dense(2, vec![1, -2, 3, 1]),
+            input_max: 7,
+            // Logits up to 28 in magnitude: 2^57 leaves room for |A| < 64.
+            input_unit: 1 << 57,
+            read: Read::Logits(Decoding {
+                scale: vec![0.5, 1.0],
+                shift: vec![1.0, -2.0],
+            }),
+        },
+    ])
+    .unwrap();
     CircuitFile {
         format: CIRCUIT_FORMAT.into(),
         version: CIRCUIT_VERSION,

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::circuit::{Circuit, Decoding, Linear, Read, Stage};
 use hecnn_model::grid::{ReadGrid, accumulator_step};
-use hecnn_model::model::{Layer, ModelFile, OutputQuant};
+use hecnn_model::model::{Layer, ModelFile, OutputQuant, Shape};
 use hecnn_model::quantize::{BitWidth, LutBits};
 use linear::{ChannelAffine, OutputAffine};
 pub use stages::LowerError;
@@ -107,49 +107,18 @@ pub fn lower(model: &ModelFile, options: &LowerOptions) -> Result<Lowered, Lower
         .iter()
         .map(|image| image.iter().map(|&p| i64::from(p)).collect())
         .collect();
-    let mut circuit = Circuit { stages: Vec::new() };
+    let mut stages = Vec::new();
     let mut usage = Vec::new();
     for (index, group) in groups.iter().enumerate() {
-        let layer = &model.layers[group.linear];
-        let batch_norm = group
-            .batch_norm
-            .map(|i| model.layers[i].batch_norm_affine().expect("a batch norm"));
-        let (pool, area) = match group.pool.map(|i| &model.layers[i]) {
-            Some(Layer::AvgPool { kernel, .. }) => (Some(*kernel), (kernel[0] * kernel[1]) as f64),
-            _ => (None, 1.0),
-        };
-        let build = |scales: &[f64]| {
-            let (linear, channel): (Linear, ChannelAffine) = linear::quantise(
-                layer,
-                shapes[group.linear],
-                scales,
-                batch_norm.as_ref(),
-                input.step,
-            );
-            let linear = match pool {
-                Some(pool) => linear::fuse_pool(linear, pool),
-                None => linear,
-            };
-            let affine = OutputAffine::new(&linear, &channel, area, input.step, input.shift);
-            (linear, affine)
-        };
-        let weight_bits = match layer {
-            Layer::Conv2d { weight_bits, .. } | Layer::Dense { weight_bits, .. } => {
-                weight_bits.unwrap_or(options.weight_bits)
-            }
-            _ => unreachable!("stages start with a conv or dense layer"),
-        };
-        let symmetric = linear::symmetric_scales(layer, weight_bits);
+        let weights = StageWeights::new(model, &shapes, group, options.weight_bits, input);
         let label = stages::label(model, group);
-        let input_max = input.max;
         let Some(activation_index) = group.activation else {
-            let (linear, affine) = build(&symmetric);
-            let input_unit = logit_unit(&linear, input_max, &calibration);
-            circuit.stages.push(Stage {
+            let (linear, affine) = weights.build(&weights.symmetric_scales());
+            stages.push(Stage {
                 label,
+                input_unit: logit_unit(&linear, input.max, &calibration),
                 linear,
-                input_max,
-                input_unit,
+                input_max: input.max,
                 read: Read::Logits(Decoding {
                     scale: affine.scale,
                     shift: affine.shift,
@@ -188,29 +157,17 @@ pub fn lower(model: &ModelFile, options: &LowerOptions) -> Result<Lowered, Lower
                         .ok_or(LowerError::UnlinkedGrid {
                             index: activation_index,
                         })?;
-                let (linear, affine) = build(scales);
+                let (linear, affine) = weights.build(scales);
                 (linear, affine, grid.clone())
             }
-            RangeSource::Calibrated => {
-                let lut_bits = lut_bits.expect("calibrated ranges come with table bits");
-                let (linear, affine) = build(&symmetric);
-                let z_ranges = ranges::calibrated(&linear, &affine, &calibration);
-                let mut grid = ReadGrid::covering(lut_bits, &z_ranges, 1.0);
-                let bn_scale = batch_norm.as_ref().map(|(k, _)| k.as_slice());
-                grid.accumulator_step = accumulator_step(
-                    &grid.step,
-                    &linear::folded_weight_max(layer, bn_scale),
-                    input.step,
-                    area,
-                    weight_bits,
-                );
-                let (linear, affine) = build(&grid.weight_scales(input.step, area, bn_scale));
-                (linear, affine, grid)
-            }
+            RangeSource::Calibrated => weights.calibrated(
+                lut_bits.expect("calibrated ranges come with table bits"),
+                &calibration,
+            ),
             RangeSource::WorstCase => {
+                let (linear, affine) = weights.build(&weights.symmetric_scales());
                 let lut_bits = lut_bits.expect("worst-case ranges come with table bits");
-                let (linear, affine) = build(&symmetric);
-                let grid = ranges::worst_case(&linear, &affine, input_max, lut_bits);
+                let grid = ranges::worst_case(&linear, &affine, input.max, lut_bits);
                 (linear, affine, grid)
             }
         };
@@ -218,17 +175,120 @@ pub fn lower(model: &ModelFile, options: &LowerOptions) -> Result<Lowered, Lower
         let stage = Stage {
             label,
             linear,
-            input_max,
+            input_max: input.max,
             input_unit: tables::input_unit(&grid),
             read: Read::Tables(tables),
         };
         let (next, stage_usage) = read_calibration(&stage, &affine, &grid, &calibration);
         calibration = next;
         usage.push(stage_usage);
-        circuit.stages.push(stage);
+        stages.push(stage);
         input = next_encoding(*quant);
     }
+    let circuit = Circuit::new(stages).expect("lowering builds circuits whose stages chain");
     Ok(Lowered { circuit, usage })
+}
+
+/// The float layers of one stage's linear map (the layer, its batch norm and pooling), its
+/// weight width, and the encoding of its inputs: what quantising the map at any scales needs.
+struct StageWeights<'a> {
+    layer: &'a Layer,
+    input_shape: Shape,
+    batch_norm: Option<(Vec<f64>, Vec<f64>)>,
+    pool: Option<[usize; 2]>,
+    weight_bits: BitWidth,
+    input: InputEncoding,
+}
+
+impl<'a> StageWeights<'a> {
+    fn new(
+        model: &'a ModelFile,
+        shapes: &[Shape],
+        group: &stages::StageLayers,
+        default_weight_bits: BitWidth,
+        input: InputEncoding,
+    ) -> Self {
+        let layer = &model.layers[group.linear];
+        let weight_bits = match layer {
+            Layer::Conv2d { weight_bits, .. } | Layer::Dense { weight_bits, .. } => {
+                weight_bits.unwrap_or(default_weight_bits)
+            }
+            _ => unreachable!("stages start with a conv or dense layer"),
+        };
+        Self {
+            layer,
+            input_shape: shapes[group.linear],
+            batch_norm: group
+                .batch_norm
+                .map(|i| model.layers[i].batch_norm_affine().expect("a batch norm")),
+            pool: group.pool.and_then(|i| match &model.layers[i] {
+                Layer::AvgPool { kernel, .. } => Some(*kernel),
+                _ => None,
+            }),
+            weight_bits,
+            input,
+        }
+    }
+
+    /// Outputs averaged by the fused pooling (1 without).
+    fn area(&self) -> f64 {
+        self.pool.map_or(1.0, |[h, w]| (h * w) as f64)
+    }
+
+    fn batch_norm_scale(&self) -> Option<&[f64]> {
+        self.batch_norm.as_ref().map(|(k, _)| k.as_slice())
+    }
+
+    /// Per channel, the symmetric scale of the layer's weight width.
+    fn symmetric_scales(&self) -> Vec<f64> {
+        linear::symmetric_scales(self.layer, self.weight_bits)
+    }
+
+    /// The integer map at per-channel weight `scales`, pooling fused, and the real value
+    /// of each of its accumulators.
+    fn build(&self, scales: &[f64]) -> (Linear, OutputAffine) {
+        let (linear, channel): (Linear, ChannelAffine) = linear::quantise(
+            self.layer,
+            self.input_shape,
+            scales,
+            self.batch_norm.as_ref(),
+            self.input.step,
+        );
+        let linear = match self.pool {
+            Some(pool) => linear::fuse_pool(linear, pool),
+            None => linear,
+        };
+        let affine = OutputAffine::new(
+            &linear,
+            &channel,
+            self.area(),
+            self.input.step,
+            self.input.shift,
+        );
+        (linear, affine)
+    }
+
+    /// The grid covering the ranges the calibration inputs reach at the symmetric scales,
+    /// and the map re-quantised at the scales that grid implies.
+    fn calibrated(
+        &self,
+        lut_bits: LutBits,
+        calibration: &[Vec<i64>],
+    ) -> (Linear, OutputAffine, ReadGrid) {
+        let (linear, affine) = self.build(&self.symmetric_scales());
+        let z_ranges = ranges::calibrated(&linear, &affine, calibration);
+        let mut grid = ReadGrid::covering(lut_bits, &z_ranges, 1.0);
+        grid.accumulator_step = accumulator_step(
+            &grid.step,
+            &linear::folded_weight_max(self.layer, self.batch_norm_scale()),
+            self.input.step,
+            self.area(),
+            self.weight_bits,
+        );
+        let scales = grid.weight_scales(self.input.step, self.area(), self.batch_norm_scale());
+        let (linear, affine) = self.build(&scales);
+        (linear, affine, grid)
+    }
 }
 
 /// The encoding of a stage's inputs written by tables of quantisation `quant`.
@@ -348,7 +408,7 @@ mod tests {
     fn worst_case_tables_hold_every_accumulator() {
         let bits = [LutBits::new(4).unwrap()];
         let lowered = options(RangeSource::WorstCase, &bits, &[]);
-        let stage = &lowered.circuit.stages[0];
+        let stage = lowered.circuit.first();
         for (j, b) in stage.linear.bounds(stage.input_max).iter().enumerate() {
             for a in [b.min, b.max] {
                 let t = stage.entry(j, a, 0.0);
