@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
@@ -308,111 +308,41 @@ pub fn train(
         (None, true) => return Err(ConfigError::ResumeWithoutCheckpoint.into()),
         _ => None,
     };
-    let (input, mut network) = match &config.init {
-        Some(model) => {
-            if model.input.shape.len() != train.image_len() {
-                return Err(ConfigError::InitialInput {
-                    model: model.input.shape,
-                    images: train.image_len(),
-                }
-                .into());
-            }
-            let network =
-                Network::fine_tuned(model, config.quant, config.circuit.as_ref(), &device);
-            (model.input, network)
-        }
-        None => {
-            let input = resumed
-                .as_ref()
-                .map_or_else(|| normalisation(train), |s| s.input);
-            let network = Network::new(
-                &config.architecture,
-                input,
-                train.class_names.clone(),
-                &config.activation,
-                config.quant,
-                config.circuit.as_ref(),
-                &device,
-            )?;
-            (input, network)
-        }
-    };
-    let mut optimizer = AdamWConfig::new()
+    let (input, network) = initial_network(config, train, resumed.as_ref(), &device)?;
+    let optimizer = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .init();
-    let mut history = Vec::new();
-    if let (Some(state), Some(dir)) = (resumed, &checkpointing.dir) {
-        let read = |name: &str| -> Result<Bytes, TrainError> {
-            let path = dir.join(name);
-            Ok(Bytes::from_bytes_vec(read_limited(
-                &path,
-                MAX_CHECKPOINT_BYTES,
-            )?))
-        };
-        let model_path = dir.join(MODEL_FILE);
-        let record = ModuleRecord::from_bytes(read(MODEL_FILE)?)
-            .map_err(|e| record_error(&model_path, format!("{e:?}")))?;
-        network = network
-            .try_load_record(record)
-            .map_err(|e| record_error(&model_path, format!("{e:?}")))?;
-        let optimizer_path = dir.join(OPTIMIZER_FILE);
-        optimizer = optimizer
-            .from_bytes(read(OPTIMIZER_FILE)?)
-            .map_err(|e| record_error(&optimizer_path, format!("{e:?}")))?;
-        history = state.history;
-    }
+    let (mut network, mut optimizer, mut history) = match (resumed, &checkpointing.dir) {
+        (Some(state), Some(dir)) => {
+            let (network, optimizer) = load_checkpoint(dir, network, optimizer)?;
+            (network, optimizer, state.history)
+        }
+        _ => (network, optimizer, Vec::new()),
+    };
 
     let loss_fn = CrossEntropyLossConfig::new()
         .with_smoothing((config.label_smoothing > 0.0).then_some(config.label_smoothing as f32))
         .init(&device);
-    let image_len = train.image_len();
-    let steps_per_epoch = train.len().div_ceil(config.batch_size);
-    let total_steps = steps_per_epoch * config.epochs;
+    let batches = Batches {
+        config,
+        train,
+        input: &input,
+        loss_fn: &loss_fn,
+        device: &device,
+    };
     for epoch in history.len()..config.epochs {
         let epoch_started = Instant::now();
         let mut rng = StdRng::seed_from_u64(config.seed.wrapping_add(epoch as u64));
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rng);
         progress.epoch_started(epoch + 1, config.epochs, train.len());
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
-        for (step, batch) in order.chunks(config.batch_size).enumerate() {
-            let mut pixels = Vec::with_capacity(batch.len() * image_len);
-            for &i in batch {
-                let shift = config.max_shift as i64;
-                let (dx, dy) = (
-                    rng.random_range(-shift..=shift),
-                    rng.random_range(-shift..=shift),
-                );
-                let mirrored = config.flip && rng.random_bool(0.5);
-                extend_augmented(&mut pixels, train.image(i), train.cols, (dx, dy), mirrored);
-            }
-            let labels: Vec<i64> = batch.iter().map(|&i| i64::from(train.labels[i])).collect();
-            let targets = Tensor::<1, Int>::from_data(
-                TensorData::new(labels.clone(), [batch.len()]),
-                &device,
-            );
-            let logits = network.forward(input_tensor(&input, &pixels, &device));
-            let loss = loss_fn.forward(logits.clone(), targets);
-            let loss_value = f64::from(loss.clone().into_scalar::<f32>());
-            if !loss_value.is_finite() {
-                return Err(TrainError::Diverged { epoch: epoch + 1 });
-            }
-            correct += count_correct(logits, labels.iter().copied());
-            seen += batch.len();
-            loss_sum += loss_value * batch.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &network);
-            let lr = config.learning_rate_at(epoch * steps_per_epoch + step, total_steps);
-            network = optimizer.step(lr, network, grads);
-            progress.batch_done(
-                batch.len(),
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64,
-            );
-        }
+        let (trained, loss, train_accuracy) =
+            batches.run_epoch(epoch, &order, &mut rng, network, &mut optimizer, progress)?;
+        network = trained;
         let report = EpochReport {
             epoch: epoch + 1,
-            loss: loss_sum / seen as f64,
-            train_accuracy: correct as f64 / seen as f64,
+            loss,
+            train_accuracy,
             validation_accuracy: accuracy(&network, validation, &plain),
             seconds: epoch_started.elapsed().as_secs_f64(),
         };
@@ -434,6 +364,136 @@ pub fn train(
         history,
         minutes,
     })
+}
+
+/// The network a run starts from: the initial model's (fine-tuning), or a fresh one of the
+/// architecture, normalised on the training images (or as the resumed run was).
+fn initial_network(
+    config: &TrainConfig,
+    train: &LabelledImages,
+    resumed: Option<&CheckpointState>,
+    device: &Device,
+) -> Result<(InputSpec, Network), TrainError> {
+    match &config.init {
+        Some(model) => {
+            if model.input.shape.len() != train.image_len() {
+                return Err(ConfigError::InitialInput {
+                    model: model.input.shape,
+                    images: train.image_len(),
+                }
+                .into());
+            }
+            let network = Network::fine_tuned(model, config.quant, config.circuit.as_ref(), device);
+            Ok((model.input, network))
+        }
+        None => {
+            let input = resumed.map_or_else(|| normalisation(train), |s| s.input);
+            let network = Network::new(
+                &config.architecture,
+                input,
+                train.class_names.clone(),
+                &config.activation,
+                config.quant,
+                config.circuit.as_ref(),
+                device,
+            )?;
+            Ok((input, network))
+        }
+    }
+}
+
+/// The network's and the optimiser's state from the checkpoint in `dir`.
+fn load_checkpoint(
+    dir: &Path,
+    network: Network,
+    optimizer: ModuleOptimizer,
+) -> Result<(Network, ModuleOptimizer), TrainError> {
+    let read = |name: &str| -> Result<Bytes, TrainError> {
+        let path = dir.join(name);
+        Ok(Bytes::from_bytes_vec(read_limited(
+            &path,
+            MAX_CHECKPOINT_BYTES,
+        )?))
+    };
+    let model_path = dir.join(MODEL_FILE);
+    let record = ModuleRecord::from_bytes(read(MODEL_FILE)?)
+        .map_err(|e| record_error(&model_path, format!("{e:?}")))?;
+    let network = network
+        .try_load_record(record)
+        .map_err(|e| record_error(&model_path, format!("{e:?}")))?;
+    let optimizer_path = dir.join(OPTIMIZER_FILE);
+    let optimizer = optimizer
+        .from_bytes(read(OPTIMIZER_FILE)?)
+        .map_err(|e| record_error(&optimizer_path, format!("{e:?}")))?;
+    Ok((network, optimizer))
+}
+
+/// What every optimiser step of a run uses.
+struct Batches<'a> {
+    config: &'a TrainConfig,
+    train: &'a LabelledImages,
+    input: &'a InputSpec,
+    loss_fn: &'a CrossEntropyLoss,
+    device: &'a Device,
+}
+
+impl Batches<'_> {
+    /// Trains `network` on every batch of epoch `epoch` (from 0), the training images taken
+    /// in `order` and augmented with `rng`; the network, the epoch's mean loss and its
+    /// training accuracy.
+    fn run_epoch(
+        &self,
+        epoch: usize,
+        order: &[usize],
+        rng: &mut StdRng,
+        mut network: Network,
+        optimizer: &mut ModuleOptimizer,
+        progress: &mut dyn TrainingProgress,
+    ) -> Result<(Network, f64, f64), TrainError> {
+        let (config, train) = (self.config, self.train);
+        let steps_per_epoch = train.len().div_ceil(config.batch_size);
+        let total_steps = steps_per_epoch * config.epochs;
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
+        for (step, batch) in order.chunks(config.batch_size).enumerate() {
+            let mut pixels = Vec::with_capacity(batch.len() * train.image_len());
+            for &i in batch {
+                let shift = config.max_shift as i64;
+                let (dx, dy) = (
+                    rng.random_range(-shift..=shift),
+                    rng.random_range(-shift..=shift),
+                );
+                let mirrored = config.flip && rng.random_bool(0.5);
+                extend_augmented(&mut pixels, train.image(i), train.cols, (dx, dy), mirrored);
+            }
+            let labels: Vec<i64> = batch.iter().map(|&i| i64::from(train.labels[i])).collect();
+            let targets = Tensor::<1, Int>::from_data(
+                TensorData::new(labels.clone(), [batch.len()]),
+                self.device,
+            );
+            let logits = network.forward(input_tensor(self.input, &pixels, self.device));
+            let loss = self.loss_fn.forward(logits.clone(), targets);
+            let loss_value = f64::from(loss.clone().into_scalar::<f32>());
+            if !loss_value.is_finite() {
+                return Err(TrainError::Diverged { epoch: epoch + 1 });
+            }
+            correct += count_correct(logits, labels.iter().copied());
+            seen += batch.len();
+            loss_sum += loss_value * batch.len() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &network);
+            let lr = config.learning_rate_at(epoch * steps_per_epoch + step, total_steps);
+            network = optimizer.step(lr, network, grads);
+            progress.batch_done(
+                batch.len(),
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+            );
+        }
+        Ok((
+            network,
+            loss_sum / seen as f64,
+            correct as f64 / seen as f64,
+        ))
+    }
 }
 
 /// Appends `image` (`cols` wide) moved by `(dx, dy)` pixels and, if `mirrored`, flipped
