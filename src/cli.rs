@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES};
 use hecnn_compile::lower::RangeSource;
+use hecnn_compile::params::ParameterSetName;
 use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource};
 use hecnn_model::activation::{Activation, DEFAULT_RANGE, InvalidActivation};
 use hecnn_model::quantize::LutBits;
 use hecnn_model::quantize::{BitWidth, OutOfRange};
-use hecnn_train::network::DEFAULT_READ_NOISE;
+use hecnn_train::network::{DEFAULT_LOGIT_INPUT_NOISE, DEFAULT_READ_NOISE};
 use hecnn_train::trainer::{
     DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
-    DEFAULT_MAX_SHIFT, DEFAULT_SEED, DEFAULT_WARMUP_EPOCHS, DEFAULT_WEIGHT_DECAY,
+    DEFAULT_MAX_SHIFT, DEFAULT_SEED, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
 };
 
 /// Train CNNs with HE-friendly activations, compile them to TFHE circuits, and classify
@@ -144,6 +145,11 @@ pub struct TrainArgs {
     /// deviation): what an encrypted read adds (the compile report's `std (box)`).
     #[arg(long, default_value_t = DEFAULT_READ_NOISE, requires = "lut_bits")]
     pub read_noise: f64,
+    /// Noise added in circuit-aware training to each input of the last layer, in that
+    /// input's levels (standard deviation): what the table outputs feeding the logits carry
+    /// encrypted (the compile report's logit std over the logit weights' 2-norm).
+    #[arg(long, default_value_t = DEFAULT_LOGIT_INPUT_NOISE, requires = "lut_bits")]
+    pub logit_input_noise: f64,
     /// Start from this model file instead of a fresh network (fine-tuning: float -> QAT ->
     /// circuit-aware); --model and --activation are then unused.
     #[arg(long)]
@@ -160,8 +166,8 @@ pub struct TrainArgs {
     /// Decoupled weight decay (AdamW), per unit of learning rate.
     #[arg(long, default_value_t = DEFAULT_WEIGHT_DECAY)]
     pub weight_decay: f64,
-    /// Epochs of linear learning-rate warm-up (may be fractional).
-    #[arg(long, default_value_t = DEFAULT_WARMUP_EPOCHS)]
+    /// Share of the run's steps over which the learning rate rises linearly from 0.
+    #[arg(long, default_value_t = DEFAULT_WARMUP)]
     pub warmup: f64,
     /// Label smoothing: the share of the target spread over all classes.
     #[arg(long, default_value_t = DEFAULT_LABEL_SMOOTHING)]
@@ -243,6 +249,11 @@ fn parse_lut_choice(text: &str) -> Result<LutChoice, String> {
         .map_err(|e| format!("{e} (or `auto`)"))
 }
 
+/// A parameter set of the catalogue, by tfhe's name.
+fn parse_parameter_set(name: &str) -> Result<ParameterSetName, String> {
+    ParameterSetName::new(name).map_err(|e| e.to_string())
+}
+
 /// `log2` of a probability written `2^-40` or `1e-12`.
 fn parse_log2_probability(text: &str) -> Result<f64, String> {
     let log2 = match text.strip_prefix("2^") {
@@ -322,6 +333,11 @@ pub struct CircuitArgs {
     /// Width of weights the model did not quantise in training.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub weight_bits: u8,
+    /// Use this parameter set (tfhe's name, such as
+    /// V1_6_PARAM_MESSAGE_3_CARRY_1_KS_PBS_GAUSSIAN_2M128) instead of choosing one; it
+    /// must still meet --p-error.
+    #[arg(long, value_parser = parse_parameter_set)]
+    pub parameter_set: Option<ParameterSetName>,
 }
 
 impl CircuitArgs {
@@ -336,6 +352,7 @@ impl CircuitArgs {
             ranges: self.ranges.source(),
             weight_bits: BitWidth::new(self.weight_bits)?,
             accuracy_margin: Some(self.accuracy_margin / 100.0),
+            parameter_set: self.parameter_set,
         })
     }
 }

@@ -192,10 +192,11 @@ impl fmt::Display for Report {
         if let Some(a) = self.calibration_accuracy {
             writeln!(
                 f,
-                "chosen by accuracy clear {:.2}%, simulated {:.2}% on {} calibration images",
+                "chosen by accuracy clear {:.2}%, simulated {:.2}% on {} calibration images (mean of {} noise draws)",
                 100.0 * a.clear,
                 100.0 * a.simulate,
-                a.images
+                a.images,
+                a.draws
             )?;
         }
         writeln!(

@@ -22,14 +22,9 @@ pub enum ConfigError {
     /// Weight decay out of range.
     #[error("weight decay {0} must be in [0, 1)")]
     WeightDecay(f64),
-    /// A warm-up longer than the run.
-    #[error("warm-up of {warmup} epochs must be in [0, {epochs}] (the run's epochs)")]
-    Warmup {
-        /// The warm-up asked for.
-        warmup: f64,
-        /// Epochs of the run.
-        epochs: usize,
-    },
+    /// A warm-up share of the run out of range.
+    #[error("warm-up {0} must be in [0, 1) (a share of the run's steps)")]
+    Warmup(f64),
     /// Label smoothing out of range.
     #[error("label smoothing {0} must be in [0, 1)")]
     LabelSmoothing(f64),
@@ -42,6 +37,9 @@ pub enum ConfigError {
     /// Read noise out of range.
     #[error("read noise {0} must be in [0, 8) table entries")]
     ReadNoise(f64),
+    /// Logit input noise out of range.
+    #[error("logit input noise {0} must be in [0, 8) input levels")]
+    LogitInputNoise(f64),
     /// Nothing to train on.
     #[error("the training set is empty")]
     EmptyTrainingSet,

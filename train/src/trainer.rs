@@ -37,8 +37,8 @@ pub const DEFAULT_SEED: u64 = 1;
 pub const DEFAULT_MAX_SHIFT: usize = 1;
 /// Decoupled weight decay by default (per unit of learning rate, as in AdamW).
 pub const DEFAULT_WEIGHT_DECAY: f64 = 0.0;
-/// Warm-up epochs by default.
-pub const DEFAULT_WARMUP_EPOCHS: f64 = 0.0;
+/// Warm-up by default, as a share of the run's steps (one epoch of twenty).
+pub const DEFAULT_WARMUP: f64 = 0.05;
 /// Label smoothing by default.
 pub const DEFAULT_LABEL_SMOOTHING: f64 = 0.0;
 
@@ -74,9 +74,10 @@ pub struct TrainConfig {
     /// `1 - learning_rate * weight_decay` (Loshchilov and Hutter, AdamW).
     #[serde(default)]
     pub weight_decay: f64,
-    /// Epochs (may be fractional) over which the learning rate rises linearly from 0.
+    /// Share of the run's optimiser steps over which the learning rate rises linearly from
+    /// 0 (`warmup_ratio` in other trainers).
     #[serde(default)]
-    pub warmup_epochs: f64,
+    pub warmup: f64,
     /// Label smoothing `eps`: the target puts `1 - eps` on the label and spreads `eps`
     /// over all classes.
     #[serde(default)]
@@ -105,7 +106,7 @@ impl TrainConfig {
             batch_size: DEFAULT_BATCH_SIZE,
             learning_rate: DEFAULT_LEARNING_RATE,
             weight_decay: DEFAULT_WEIGHT_DECAY,
-            warmup_epochs: DEFAULT_WARMUP_EPOCHS,
+            warmup: DEFAULT_WARMUP,
             label_smoothing: DEFAULT_LABEL_SMOOTHING,
             seed: DEFAULT_SEED,
             max_shift: DEFAULT_MAX_SHIFT,
@@ -127,11 +128,8 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.weight_decay) {
             return Err(ConfigError::WeightDecay(self.weight_decay));
         }
-        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f64) {
-            return Err(ConfigError::Warmup {
-                warmup: self.warmup_epochs,
-                epochs: self.epochs,
-            });
+        if !(0.0..1.0).contains(&self.warmup) {
+            return Err(ConfigError::Warmup(self.warmup));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(ConfigError::LabelSmoothing(self.label_smoothing));
@@ -146,15 +144,18 @@ impl TrainConfig {
             if !(circuit.read_noise >= 0.0 && circuit.read_noise < 8.0) {
                 return Err(ConfigError::ReadNoise(circuit.read_noise));
             }
+            if !(circuit.logit_input_noise >= 0.0 && circuit.logit_input_noise < 8.0) {
+                return Err(ConfigError::LogitInputNoise(circuit.logit_input_noise));
+            }
         }
         Ok(self.activation.validate()?)
     }
 
-    /// Learning rate at optimiser step `step` of `total`, with `w` warm-up steps
-    /// (`warmup_epochs` of them): `lr (step + 1) / w` during the warm-up, then
+    /// Learning rate at optimiser step `step` of `total`, with `w = warmup total` warm-up
+    /// steps: `lr (step + 1) / w` during the warm-up, then
     /// `lr_min + (lr - lr_min) (1 + cos(pi (step - w) / (total - w))) / 2`.
     pub fn learning_rate_at(&self, step: usize, total: usize) -> f64 {
-        let warmup = (self.warmup_epochs / self.epochs.max(1) as f64 * total as f64) as usize;
+        let warmup = (self.warmup * total as f64) as usize;
         if step < warmup {
             return self.learning_rate * (step + 1) as f64 / warmup as f64;
         }
@@ -597,16 +598,15 @@ mod tests {
     #[test]
     fn schedule_warms_up_then_decays_along_a_cosine_to_one_percent() {
         let mut config = TrainConfig {
-            epochs: 2,
             learning_rate: 0.1,
-            warmup_epochs: 0.0,
+            warmup: 0.0,
             ..TrainConfig::new(Architecture::named("mlp").unwrap(), Activation::Relu)
         };
         assert!((config.learning_rate_at(0, 100) - 0.1).abs() < 1e-12);
         assert!((config.learning_rate_at(50, 100) - 0.0505).abs() < 1e-12);
         assert!((config.learning_rate_at(100, 100) - 0.001).abs() < 1e-12);
-        // Half an epoch of two: the first 25 of 100 steps ramp up, 75 decay.
-        config.warmup_epochs = 0.5;
+        // A quarter of the run: the first 25 of 100 steps ramp up, 75 decay.
+        config.warmup = 0.25;
         assert!((config.learning_rate_at(0, 100) - 0.004).abs() < 1e-12);
         assert!((config.learning_rate_at(24, 100) - 0.1).abs() < 1e-12);
         assert!((config.learning_rate_at(25, 100) - 0.1).abs() < 1e-12);
@@ -625,14 +625,13 @@ mod tests {
             }),
             ConfigError::WeightDecay(-0.1)
         );
-        assert!(matches!(
+        assert_eq!(
             refused(TrainConfig {
-                warmup_epochs: 11.0,
-                epochs: 10,
+                warmup: 1.0,
                 ..base.clone()
             }),
-            ConfigError::Warmup { .. }
-        ));
+            ConfigError::Warmup(1.0)
+        );
         assert_eq!(
             refused(TrainConfig {
                 label_smoothing: 1.0,
