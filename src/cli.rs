@@ -10,7 +10,7 @@ use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource};
 use hecnn_model::activation::{Activation, DEFAULT_RANGE, InvalidActivation};
 use hecnn_model::quantize::LutBits;
 use hecnn_model::quantize::{BitWidth, OutOfRange};
-use hecnn_train::network::{DEFAULT_LOGIT_INPUT_NOISE, DEFAULT_READ_NOISE};
+use hecnn_train::network::DEFAULT_READ_NOISE;
 use hecnn_train::trainer::{
     DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
     DEFAULT_MAX_SHIFT, DEFAULT_SEED, DEFAULT_WARMUP, DEFAULT_WEIGHT_DECAY,
@@ -145,11 +145,6 @@ pub struct TrainArgs {
     /// deviation): what an encrypted read adds (the compile report's `std (box)`).
     #[arg(long, default_value_t = DEFAULT_READ_NOISE, requires = "lut_bits")]
     pub read_noise: f64,
-    /// Noise added in circuit-aware training to each input of the last layer, in that
-    /// input's levels (standard deviation): what the table outputs feeding the logits carry
-    /// encrypted (the compile report's logit std over the logit weights' 2-norm).
-    #[arg(long, default_value_t = DEFAULT_LOGIT_INPUT_NOISE, requires = "lut_bits")]
-    pub logit_input_noise: f64,
     /// Start from this model file instead of a fresh network (fine-tuning: float -> QAT ->
     /// circuit-aware); --model and --activation are then unused.
     #[arg(long)]

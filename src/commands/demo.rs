@@ -17,7 +17,7 @@ use hecnn_model::model::ModelFile;
 use hecnn_model::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_runtime::{ClientKey, EvaluationKey, Evaluator, Query, RuntimeFile, generate, median};
 use hecnn_train::architecture::Architecture;
-use hecnn_train::network::{CircuitTraining, DEFAULT_LOGIT_INPUT_NOISE, DEFAULT_READ_NOISE};
+use hecnn_train::network::{CircuitTraining, DEFAULT_READ_NOISE};
 use hecnn_train::trainer::{Checkpointing, TrainConfig};
 
 use crate::cli::DemoArgs;
@@ -48,7 +48,6 @@ fn model_and_circuit(args: &DemoArgs) -> Result<(PathBuf, Option<ModelFile>)> {
                 circuit: Some(CircuitTraining {
                     lut_bits: vec![LutBits::new(4).expect("a valid width")],
                     read_noise: DEFAULT_READ_NOISE,
-                    logit_input_noise: DEFAULT_LOGIT_INPUT_NOISE,
                 }),
                 epochs: args.epochs as usize,
                 ..TrainConfig::new(

@@ -15,7 +15,7 @@ use hecnn_model::activation::{Activation, DEFAULT_RANGE};
 use hecnn_model::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_runtime::median;
 use hecnn_train::architecture::Architecture;
-use hecnn_train::network::{CircuitTraining, DEFAULT_LOGIT_INPUT_NOISE, DEFAULT_READ_NOISE};
+use hecnn_train::network::{CircuitTraining, DEFAULT_READ_NOISE};
 use hecnn_train::trainer::{Checkpointing, TrainConfig};
 use plotters::prelude::*;
 
@@ -217,7 +217,6 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
                     circuit: Some(CircuitTraining {
                         lut_bits: vec![lut_bits(model_index)?],
                         read_noise: DEFAULT_READ_NOISE,
-                        logit_input_noise: DEFAULT_LOGIT_INPUT_NOISE,
                     }),
                     epochs: args.epochs as usize,
                     ..TrainConfig::new(

@@ -33,7 +33,6 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             circuit: args.lut_bits.as_ref().map(|widths| CircuitTraining {
                 lut_bits: widths.0.clone(),
                 read_noise: args.read_noise,
-                logit_input_noise: args.logit_input_noise,
             }),
             init,
             epochs: args.epochs,

@@ -37,9 +37,6 @@ pub enum ConfigError {
     /// Read noise out of range.
     #[error("read noise {0} must be in [0, 8) table entries")]
     ReadNoise(f64),
-    /// Logit input noise out of range.
-    #[error("logit input noise {0} must be in [0, 8) input levels")]
-    LogitInputNoise(f64),
     /// Nothing to train on.
     #[error("the training set is empty")]
     EmptyTrainingSet,

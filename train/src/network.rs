@@ -4,7 +4,6 @@
 use burn::module::{Param, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::module::{avg_pool2d, conv2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
 use hecnn_model::activation::Activation;
@@ -78,9 +77,6 @@ pub enum Layer {
 /// decisions away from entry boundaries.
 pub const DEFAULT_READ_NOISE: f64 = 0.15;
 
-/// Noise on the last layer's inputs in circuit-aware training by default, in input levels.
-pub const DEFAULT_LOGIT_INPUT_NOISE: f64 = 0.0;
-
 /// Circuit-aware training: every activation's inputs read on the grid of the table the
 /// compiler will build, with the read noise of encrypted evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,11 +85,6 @@ pub struct CircuitTraining {
     pub lut_bits: Vec<LutBits>,
     /// Standard deviation of the read noise sampled in training, in table entries.
     pub read_noise: f64,
-    /// Standard deviation of the noise added in training to each input of the last layer,
-    /// in that input's levels: what the PBS outputs feeding the logits carry (the compile
-    /// report's logit noise over the logit weights' 2-norm).
-    #[serde(default)]
-    pub logit_input_noise: f64,
 }
 
 impl CircuitTraining {
@@ -129,9 +120,6 @@ pub struct Network {
     input: InputSpec,
     #[module(skip)]
     class_names: Vec<String>,
-    /// [`CircuitTraining::logit_input_noise`] (0 outside circuit-aware training).
-    #[module(skip)]
-    logit_input_noise: f64,
 }
 
 /// burn's default initialisation for conv and dense layers (Kaiming uniform, gain 1/sqrt 3).
@@ -237,10 +225,12 @@ impl Network {
                 }
             })
             .collect();
-        Ok(
-            Self::linked(layers, architecture.name.clone(), input, class_names)
-                .with_logit_input_noise(circuit),
-        )
+        Ok(Self::linked(
+            layers,
+            architecture.name.clone(),
+            input,
+            class_names,
+        ))
     }
 
     /// The network of `layers`, each weight layer linked to the read grid it feeds.
@@ -280,7 +270,6 @@ impl Network {
             name,
             input,
             class_names,
-            logit_input_noise: 0.0,
         }
     }
 
@@ -400,14 +389,6 @@ impl Network {
             model.input,
             model.class_names.clone(),
         )
-        .with_logit_input_noise(circuit)
-    }
-
-    fn with_logit_input_noise(self, circuit: Option<&CircuitTraining>) -> Self {
-        Self {
-            logit_input_noise: circuit.map_or(0.0, |c| c.logit_input_noise),
-            ..self
-        }
     }
 
     /// The input specification.
@@ -460,11 +441,6 @@ impl Network {
                         dense.weight_bits,
                         input_step,
                     );
-                    let last = index + 1 == self.layers.len();
-                    if last && self.logit_input_noise > 0.0 && x.device().is_autodiff() {
-                        let std = self.logit_input_noise * input_step;
-                        x = x.clone() + x.random_like(Distribution::Normal(0.0, std));
-                    }
                     let [b, n, _, _] = x.dims();
                     let out_features = weight.dims()[0];
                     let y =

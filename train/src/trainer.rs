@@ -144,9 +144,6 @@ impl TrainConfig {
             if !(circuit.read_noise >= 0.0 && circuit.read_noise < 8.0) {
                 return Err(ConfigError::ReadNoise(circuit.read_noise));
             }
-            if !(circuit.logit_input_noise >= 0.0 && circuit.logit_input_noise < 8.0) {
-                return Err(ConfigError::LogitInputNoise(circuit.logit_input_noise));
-            }
         }
         Ok(self.activation.validate()?)
     }

@@ -314,7 +314,6 @@ fn circuit_aware_training_makes_the_circuit_the_trained_network() {
     let circuit = CircuitTraining {
         lut_bits: vec![LutBits::new(4).unwrap(), LutBits::new(5).unwrap()],
         read_noise: 0.15,
-        logit_input_noise: 0.3,
     };
     let scratch = TrainConfig {
         circuit: Some(circuit.clone()),
