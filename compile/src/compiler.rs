@@ -10,7 +10,7 @@ use crate::params::ParameterSetName;
 use crate::reference::{ReferenceModel, argmax};
 use crate::report::Report;
 use crate::select::{NoFit, PbsRequirement, Selection, candidates};
-use crate::simulate::Simulator;
+use crate::simulate::{NoiseProfile, Simulator};
 use hecnn_model::model::{Layer, ModelFile};
 use hecnn_model::quantize::{BitWidth, LutBits};
 
@@ -315,7 +315,17 @@ fn choose_set(
         draws: SET_CHOICE_DRAWS,
     };
     let mut best: Option<(f64, Selection)> = None;
+    let mut rejected_noise: Vec<Vec<Vec<f64>>> = Vec::new();
     for selection in fitting {
+        // A set at least as noisy on every read and logit as one already rejected flips
+        // at least as many classes: rejected without simulating.
+        let noise = NoiseProfile::new(circuit, &selection.set).std_in_read_units(circuit);
+        if rejected_noise
+            .iter()
+            .any(|quieter| at_least_as_noisy(&noise, quieter))
+        {
+            continue;
+        }
         let simulate = (0..SET_CHOICE_DRAWS)
             .map(|draw| {
                 let predicted =
@@ -327,12 +337,23 @@ fn choose_set(
         if simulate >= clear - margin {
             return Ok((selection, Some(figures(simulate))));
         }
+        rejected_noise.push(noise);
         if best.as_ref().is_none_or(|(a, _)| simulate > *a) {
             best = Some((simulate, selection));
         }
     }
-    let (simulate, selection) = best.expect("candidates are not empty");
+    let (simulate, selection) = best.expect("the cheapest fitting set is always simulated");
     Ok((selection, Some(figures(simulate))))
+}
+
+/// Whether every read and logit of `noise` is at least as noisy as in `other` (per stage
+/// and output, standard deviations in the same units).
+fn at_least_as_noisy(noise: &[Vec<f64>], other: &[Vec<f64>]) -> bool {
+    noise
+        .iter()
+        .flatten()
+        .zip(other.iter().flatten())
+        .all(|(a, b)| a >= b)
 }
 
 /// The smallest table width in [`AUTO_LUT_BITS`] that has a parameter set and whose
