@@ -521,6 +521,32 @@ mod tests {
         assert!(report.to_string().contains(file.parameter_set.as_str()));
     }
 
+    #[test]
+    fn a_pinned_set_is_used_or_refused() {
+        let with_set = |bits: u32, name: &str| {
+            let options = CompileOptions {
+                lut_bits: Some(vec![LutBits::new(bits).unwrap()]),
+                parameter_set: Some(ParameterSetName::new(name).unwrap()),
+                ..CompileOptions::default()
+            };
+            compile(&model(), &options, &LabelledSet::default())
+        };
+        let quiet = "V1_6_PARAM_MESSAGE_3_CARRY_1_KS_PBS_GAUSSIAN_2M128";
+        assert_ne!(compiled(4).file.parameter_set.as_str(), quiet);
+        assert_eq!(
+            with_set(4, quiet).unwrap().file.parameter_set.as_str(),
+            quiet
+        );
+        // Two-bit messages cannot hold 4-bit tables.
+        let small = "V1_8_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128";
+        let err = with_set(4, small).unwrap_err();
+        assert!(
+            matches!(&err, CompileError::ParameterSet { lut_bits: 4, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(small), "{err}");
+    }
+
     /// The automatic width is the smallest meeting the accuracy criterion.
     #[test]
     fn automatic_width_is_the_smallest_that_keeps_the_accuracy() {
