@@ -4,13 +4,13 @@
 
 use crate::circuit::Circuit;
 use crate::circuit_file::{CIRCUIT_FORMAT, CIRCUIT_VERSION, CircuitFile, InputQuant};
-use crate::evaluate::{LabelledSet, accuracy, circuit_predictions};
+use crate::evaluate::{LabelledSet, accuracy, circuit_predictions, mean_simulated_accuracy};
 use crate::lower::{LowerError, LowerOptions, Lowered, RangeSource, lower};
 use crate::params::ParameterSetName;
-use crate::reference::{ReferenceModel, argmax};
+use crate::reference::ReferenceModel;
 use crate::report::Report;
 use crate::select::{NoFit, PbsRequirement, Selection, candidates};
-use crate::simulate::{NoiseProfile, Simulator};
+use crate::simulate::Simulator;
 use hecnn_model::model::{Layer, ModelFile};
 use hecnn_model::quantize::{BitWidth, LutBits};
 
@@ -319,25 +319,19 @@ fn choose_set(
     for selection in fitting {
         // A set at least as noisy on every read and logit as one already rejected flips
         // at least as many classes: rejected without simulating.
-        let noise = NoiseProfile::new(circuit, &selection.set).std_in_read_units(circuit);
+        let simulator = Simulator::noisy(circuit, &selection.set);
+        let noise = simulator.noise().expect("a noisy simulator");
         if rejected_noise
             .iter()
-            .any(|quieter| at_least_as_noisy(&noise, quieter))
+            .any(|quieter| at_least_as_noisy(noise, quieter))
         {
             continue;
         }
-        let simulate = (0..SET_CHOICE_DRAWS)
-            .map(|draw| {
-                let predicted =
-                    circuit_predictions(circuit, Some((&selection.set, draw)), calibration, &|| {});
-                accuracy(&predicted, &calibration.labels)
-            })
-            .sum::<f64>()
-            / SET_CHOICE_DRAWS as f64;
+        let simulate = mean_simulated_accuracy(&simulator, SET_CHOICE_DRAWS, calibration);
         if simulate >= clear - margin {
             return Ok((selection, Some(figures(simulate))));
         }
-        rejected_noise.push(noise);
+        rejected_noise.push(noise.to_vec());
         if best.as_ref().is_none_or(|(a, _)| simulate > *a) {
             best = Some((simulate, selection));
         }
@@ -385,7 +379,7 @@ fn choose_lut_bits(
             }
         };
         let simulator = Simulator::noisy(&lowered.circuit, &selection.set);
-        let accuracy = calibration.accuracy(|i, image| argmax(&simulator.logits(image, i as u64)));
+        let accuracy = mean_simulated_accuracy(&simulator, 1, calibration);
         if accuracy >= float_accuracy - AUTO_MAX_ACCURACY_DROP {
             return Ok((lowered, selection));
         }
@@ -561,8 +555,7 @@ mod tests {
         let bits = chosen.file.circuit.max_lut_bits().unwrap().get();
         let simulated = |file: &CircuitFile| {
             let set = file.parameter_set.set();
-            let simulator = Simulator::noisy(&file.circuit, &set);
-            calibration.accuracy(|i, image| argmax(&simulator.logits(image, i as u64)))
+            mean_simulated_accuracy(&Simulator::noisy(&file.circuit, &set), 1, &calibration)
         };
         assert!(simulated(&chosen.file) >= 1.0 - AUTO_MAX_ACCURACY_DROP);
         if bits > *AUTO_LUT_BITS.start() {

@@ -80,14 +80,38 @@ pub fn circuit_predictions(
     set: &LabelledSet,
     on_image: &(dyn Fn() + Sync),
 ) -> Vec<usize> {
-    let (simulator, seed) = match noise {
-        Some((parameters, seed)) => (Simulator::noisy(circuit, parameters), seed),
-        None => (Simulator::clear(circuit), 0),
-    };
+    match noise {
+        Some((parameters, seed)) => {
+            simulated_predictions(&Simulator::noisy(circuit, parameters), seed, set, on_image)
+        }
+        None => simulated_predictions(&Simulator::clear(circuit), 0, set, on_image),
+    }
+}
+
+/// The classes `simulator` gives, image `i` drawing its noise from `seed 2^32 xor i`.
+pub fn simulated_predictions(
+    simulator: &Simulator,
+    seed: u64,
+    set: &LabelledSet,
+    on_image: &(dyn Fn() + Sync),
+) -> Vec<usize> {
     set.predictions(
         |i, image| argmax(&simulator.logits(image, seed.wrapping_mul(1 << 32) ^ i as u64)),
         on_image,
     )
+}
+
+/// The mean accuracy of `simulator` over noise draws (seeds) `0..draws`.
+pub fn mean_simulated_accuracy(simulator: &Simulator, draws: u64, set: &LabelledSet) -> f64 {
+    (0..draws)
+        .map(|seed| {
+            accuracy(
+                &simulated_predictions(simulator, seed, set, &|| {}),
+                &set.labels,
+            )
+        })
+        .sum::<f64>()
+        / draws.max(1) as f64
 }
 
 #[cfg(test)]

@@ -102,6 +102,12 @@ impl<'a> Simulator<'a> {
         }
     }
 
+    /// Per stage and output, the standard deviation of the sampled noise in the stage's
+    /// read units (`None` in clear mode).
+    pub fn noise(&self) -> Option<&[Vec<f64>]> {
+        self.noise.as_deref()
+    }
+
     /// Logits of one image of raw pixels; `seed` drives the noise (unused in clear mode).
     pub fn logits(&self, pixels: &[u8], seed: u64) -> Vec<f64> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
