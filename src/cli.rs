@@ -51,8 +51,15 @@ pub enum Command {
     Run(RunArgs),
     /// Client: decrypt a result file into classes, class names and logits.
     Decrypt(DecryptArgs),
-    /// Measure keys, sizes and encrypted latency of a circuit on this machine.
+    /// Measure keys, sizes and encrypted latency of a circuit on this machine, or the
+    /// throughput and latency of a server under load (`--server`).
     Bench(BenchArgs),
+    /// Server: serve circuits over HTTP; clients upload evaluation keys once and submit
+    /// encrypted queries as jobs.
+    Serve(ServeArgs),
+    /// Client of a server: keys (kept locally), upload, encrypt, submit, wait, decrypt, in
+    /// one command.
+    Classify(ClassifyArgs),
     /// Experiments that produce the tables of docs/.
     #[command(subcommand)]
     Experiment(Experiment),
@@ -470,15 +477,10 @@ pub struct KeygenArgs {
 pub struct EncryptArgs {
     /// The circuit file.
     pub circuit: PathBuf,
-    /// Image files (PNG or PGM; resized and centred to 28x28 as MNIST is).
-    pub images: Vec<PathBuf>,
-    /// Images of the test set, by index (`0,7,42`), after the image files.
-    #[arg(long, value_delimiter = ',')]
-    pub test_index: Vec<usize>,
+    #[command(flatten)]
+    pub images: ImageArgs,
     #[command(flatten)]
     pub client_key: ClientKeyArg,
-    #[command(flatten)]
-    pub data: DataArgs,
     /// Where to write the query.
     #[arg(short, long, default_value = "query.hecnn")]
     pub output: PathBuf,
@@ -514,14 +516,109 @@ pub struct DecryptArgs {
 /// Options of `hecnn bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The circuit file.
-    pub circuit: PathBuf,
+    /// The circuit file (not with --server: the server's circuit is used).
+    #[arg(required_unless_present = "server", conflicts_with = "server")]
+    pub circuit: Option<PathBuf>,
+    /// Benchmark this server instead: clients submit one image per job at once.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Clients submitting at once (with --server).
+    #[arg(long, default_value_t = 1, requires = "server", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub clients: u64,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Test images evaluated encrypted, one after the other (the latency is their median).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub images: u64,
     /// Single-core PBS timed for the latency floor (their median is used).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub pbs_samples: u64,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// How a client reaches a circuit of a server.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// Bearer token for the server.
+    #[arg(long, env = "HECNN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The server's circuit to use, by name or fingerprint [default: its only one].
+    #[arg(long = "circuit-name")]
+    pub circuit_name: Option<String>,
+    /// Folder of this client's keys, one subfolder per server and circuit [default: the
+    /// user's data folder, hecnn/keys].
+    #[arg(long)]
+    pub keys_dir: Option<PathBuf>,
+}
+
+/// Options of `hecnn serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Folder of circuit files to serve (every circuit file in it).
+    #[arg(long)]
+    pub circuits: PathBuf,
+    /// Folder of the evaluation key store (created if missing; keys survive restarts).
+    #[arg(long, default_value = "hecnn-store")]
+    pub store: PathBuf,
+    /// Address to listen on (put a TLS-terminating proxy in front for other machines).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Tokens file: one `NAME TOKEN` a line; each client sees only its own keys and jobs.
+    #[arg(long, required_unless_present = "no_auth", conflicts_with = "no_auth")]
+    pub tokens: Option<PathBuf>,
+    /// Accept every request without a token (local use on a trusted machine only).
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Most jobs queued or running at once; more are answered 503 with Retry-After.
+    #[arg(long, default_value = "16")]
+    pub queue: std::num::NonZeroUsize,
+    /// Jobs evaluated at once (each already uses every core).
+    #[arg(long, default_value = "1")]
+    pub workers: std::num::NonZeroUsize,
+    /// Decompressed evaluation keys kept in memory (least recently used dropped first).
+    #[arg(long, default_value = "4")]
+    pub key_cache: std::num::NonZeroUsize,
+    /// Seconds a finished job's result is kept.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_results: u64,
+    /// Largest evaluation key upload, MiB.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=2048))]
+    pub max_key_mib: u64,
+    /// Largest query, MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_query_mib: u64,
+    /// Seconds a request may take (uploads and submissions: --upload-timeout).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout: u64,
+    /// Seconds an upload or a submission may take.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_timeout: u64,
+    /// Seconds shutdown waits for running jobs.
+    #[arg(long, default_value_t = 60)]
+    pub shutdown_grace: u64,
+}
+
+/// Options of `hecnn classify`.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// The server's URL (`http://host:port`, or `https://` behind a TLS proxy).
+    #[arg(long)]
+    pub server: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub images: ImageArgs,
+}
+
+/// Images to classify: files, test-set indices, or both.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Image files (PNG or PGM; resized and centred to 28x28 as MNIST is).
+    pub images: Vec<PathBuf>,
+    /// Images of the test set, by index (`0,7,42`), after the image files.
+    #[arg(long, value_delimiter = ',')]
+    pub test_index: Vec<usize>,
     #[command(flatten)]
     pub data: DataArgs,
 }

@@ -23,6 +23,8 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Run(args) => commands::encrypted::run(&args),
         cli::Command::Decrypt(args) => commands::encrypted::decrypt(&args),
         cli::Command::Bench(args) => commands::bench::run(&args),
+        cli::Command::Serve(args) => commands::service::serve(&args),
+        cli::Command::Classify(args) => commands::service::classify(&args),
         cli::Command::Experiment(cli::Experiment::Activations(args)) => {
             commands::experiment::activations(&args)
         }

@@ -11,11 +11,13 @@ use hecnn_compile::compiler::{CompileError, CompileOptions, Compiled, compile};
 use hecnn_compile::evaluate::{LabelledSet, accuracy, float_predictions};
 use hecnn_compile::lower::LowerError;
 use hecnn_compile::reference::ReferenceModel;
+use hecnn_datasets::image_file::load_image;
 use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource, LabelledImages, Split};
 use hecnn_model::model::ModelFile;
 use hecnn_train::trainer::{Checkpointing, TrainConfig, train};
 use hecnn_train::{ConfigError, TrainError};
 
+use crate::cli::ImageArgs;
 use crate::progress::EpochBars;
 
 /// A training run as `hecnn train` describes it.
@@ -211,6 +213,31 @@ pub fn load_model(path: &Path) -> Result<ModelFile> {
 /// Reads a circuit file.
 pub fn load_circuit(path: &Path) -> Result<CircuitFile> {
     CircuitFile::load(path).with_context(|| format!("loading the circuit file {}", path.display()))
+}
+
+/// The images named on the command line (files, then test-set indices), checked against
+/// `circuit`'s input.
+pub fn load_images(circuit: &CircuitFile, args: &ImageArgs) -> Result<Vec<Vec<u8>>> {
+    if args.images.is_empty() && args.test_index.is_empty() {
+        anyhow::bail!("no image: give image files or --test-index");
+    }
+    let mut images = Vec::new();
+    for path in &args.images {
+        images.push(load_image(path)?);
+    }
+    if !args.test_index.is_empty() {
+        let test = test_images(circuit, &args.data.source(&circuit.dataset))?;
+        for &index in &args.test_index {
+            if index >= test.len() {
+                anyhow::bail!(
+                    "--test-index {index} is past the {} test images",
+                    test.len()
+                );
+            }
+            images.push(test.image(index).to_vec());
+        }
+    }
+    Ok(images)
 }
 
 /// The test set of `source`, checked against a circuit's input.

@@ -488,3 +488,137 @@ fn activation_experiment_writes_its_table() {
         &["tanh"],
     );
 }
+
+#[test]
+fn serve_classify_and_bench_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let output = train_small(&["--model", "mlp", "--qat"], &path("mlp.json"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    std::fs::create_dir(dir.path().join("circuits")).unwrap();
+    let output = hecnn(&[
+        "compile",
+        &path("mlp.json"),
+        "-o",
+        &path("circuits/mlp.circuit"),
+        "--lut-bits",
+        "4",
+        "--calibration",
+        "300",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    fails_with(
+        &["serve", "--circuits", &path("missing"), "--no-auth"],
+        &["missing"],
+    );
+    fails_with(&["serve", "--circuits", &path("circuits")], &["--tokens"]);
+
+    // A free loopback port for the server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let url = format!("http://{address}");
+    let server = Command::new(env!("CARGO_BIN_EXE_hecnn"))
+        .args([
+            "serve",
+            "--circuits",
+            &path("circuits"),
+            "--store",
+            &path("store"),
+        ])
+        .args(["--no-auth", "--listen", &address])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hecnn serve starts");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(started.elapsed().as_secs() < 60, "the server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let keys = path("keys");
+    let image = path("bar.pgm");
+    write_pgm(Path::new(&image));
+    let classify = |expected_keys: &str| {
+        let output = hecnn(&[
+            "classify",
+            "--server",
+            &url,
+            "--keys-dir",
+            &keys,
+            &image,
+            "--test-index",
+            "0,1",
+        ]);
+        let out = stdout(&output);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(out.contains(expected_keys), "{out}");
+        for index in 0..3 {
+            assert!(out.contains(&format!("image {index}: class")), "{out}");
+        }
+    };
+    classify("generated; evaluation key uploaded");
+    classify("reused; the server has the evaluation key");
+    let output = hecnn(&[
+        "bench",
+        "--server",
+        &url,
+        "--keys-dir",
+        &keys,
+        "--images",
+        "2",
+        "--clients",
+        "2",
+    ]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for part in [
+        "images/min",
+        "95th percentile",
+        "overhead",
+        "of 2 images classified",
+    ] {
+        assert!(out.contains(part), "{part:?} not in {out}");
+    }
+    fails_with(
+        &[
+            "classify",
+            "--server",
+            &url,
+            "--circuit-name",
+            "nope",
+            "--test-index",
+            "0",
+            "--keys-dir",
+            &keys,
+        ],
+        &["no circuit \"nope\"", "mlp"],
+    );
+
+    // SIGTERM: a graceful stop, and the log said authentication was off.
+    let status = Command::new("kill")
+        .arg(server.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = server.wait_with_output().unwrap();
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("AUTHENTICATION IS DISABLED"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    fails_with(
+        &[
+            "classify",
+            "--server",
+            &url,
+            "--test-index",
+            "0",
+            "--keys-dir",
+            &keys,
+        ],
+        &["connecting to", &url],
+    );
+}

@@ -10,6 +10,7 @@ use std::path::Path;
 use hecnn_compile::circuit::Read;
 use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::reference::argmax;
+use hecnn_model::io::read_limited;
 use tfhe::core_crypto::prelude::{
     CiphertextModulus, ContiguousEntityContainer, LweCiphertextCount, LweCiphertextList, LweSize,
     PlaintextList, SeededLweCiphertextList, decrypt_lwe_ciphertext,
@@ -97,11 +98,11 @@ fn check_lists(
     lists: &[impl ListShape],
     circuit: &CircuitFile,
     count: usize,
-    path: &Path,
+    origin: &str,
     kind: FileKind,
 ) -> Result<(), RuntimeError> {
     let mismatch = |reason| RuntimeError::Mismatch {
-        path: path.display().to_string(),
+        path: origin.to_string(),
         kind,
         reason,
     };
@@ -269,13 +270,25 @@ impl Query {
 
     /// Reads a query for `circuit`, refusing one of another circuit or of the wrong shape.
     pub fn load(path: &Path, circuit: &CircuitFile) -> Result<Self, RuntimeError> {
+        let bytes = read_limited(path, FileKind::Query.size_limit())?;
+        Self::from_bytes(&bytes, circuit, &path.display().to_string())
+    }
+
+    /// Parses a query for `circuit` (`origin` names it in errors), refusing one of another
+    /// circuit or of the wrong shape.
+    pub fn from_bytes(
+        bytes: &[u8],
+        circuit: &CircuitFile,
+        origin: &str,
+    ) -> Result<Self, RuntimeError> {
         let binding = Binding::of(circuit);
-        let images: QueryPayload = envelope::load(path, FileKind::Query, &binding)?;
+        let images: QueryPayload =
+            envelope::from_bytes_bound(bytes, FileKind::Query, &binding, origin)?;
         check_lists(
             &images.0,
             circuit,
             circuit.input.shape.len(),
-            path,
+            origin,
             FileKind::Query,
         )?;
         Ok(Self { binding, images })
@@ -295,13 +308,25 @@ impl EncryptedResult {
 
     /// Reads a result for `circuit`, refusing one of another circuit or of the wrong shape.
     pub fn load(path: &Path, circuit: &CircuitFile) -> Result<Self, RuntimeError> {
+        let bytes = read_limited(path, FileKind::Result.size_limit())?;
+        Self::from_bytes(&bytes, circuit, &path.display().to_string())
+    }
+
+    /// Parses a result for `circuit` (`origin` names it in errors), refusing one of another
+    /// circuit or of the wrong shape.
+    pub fn from_bytes(
+        bytes: &[u8],
+        circuit: &CircuitFile,
+        origin: &str,
+    ) -> Result<Self, RuntimeError> {
         let binding = Binding::of(circuit);
-        let logits: ResultPayload = envelope::load(path, FileKind::Result, &binding)?;
+        let logits: ResultPayload =
+            envelope::from_bytes_bound(bytes, FileKind::Result, &binding, origin)?;
         check_lists(
             &logits.0,
             circuit,
             circuit.class_names.len(),
-            path,
+            origin,
             FileKind::Result,
         )?;
         Ok(Self { binding, logits })

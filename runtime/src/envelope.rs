@@ -151,6 +151,18 @@ pub fn save<T: Serialize + Versionize + Named>(
     Ok(())
 }
 
+/// Parses a file of `kind` and refuses one bound to anything but `expected`.
+pub fn from_bytes_bound<T: DeserializeOwned + Unversionize + Named>(
+    bytes: &[u8],
+    kind: FileKind,
+    expected: &Binding,
+    origin: &str,
+) -> Result<T, RuntimeError> {
+    let (binding, payload) = from_bytes(bytes, kind, origin)?;
+    binding.check(expected, kind, origin)?;
+    Ok(payload)
+}
+
 /// Reads a file of `kind`, size-limited and checked, and refuses one bound to another
 /// circuit or parameter set than `expected`.
 pub fn load<T: DeserializeOwned + Unversionize + Named>(
@@ -158,11 +170,8 @@ pub fn load<T: DeserializeOwned + Unversionize + Named>(
     kind: FileKind,
     expected: &Binding,
 ) -> Result<T, RuntimeError> {
-    let origin = path.display().to_string();
     let bytes = read_limited(path, kind.size_limit())?;
-    let (binding, payload) = from_bytes(&bytes, kind, &origin)?;
-    binding.check(expected, kind, &origin)?;
-    Ok(payload)
+    from_bytes_bound(&bytes, kind, expected, &path.display().to_string())
 }
 
 /// A runtime file: it writes itself in the one layout, bound to its circuit.

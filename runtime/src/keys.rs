@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use hecnn_compile::circuit_file::CircuitFile;
+use hecnn_model::io::read_limited;
 use tfhe::conformance::ParameterSetConformant;
 use tfhe::core_crypto::prelude::{DynamicDistribution, LweSecretKeyView};
 use tfhe::shortint::atomic_pattern::AtomicPatternParameters;
@@ -111,24 +112,45 @@ impl ClientKey {
 
 impl EvaluationKey {
     /// Reads an evaluation key for `circuit`, refusing one of another circuit or set, or
-    /// one whose dimensions are not those of the set (tfhe's conformance check), so that a
-    /// crafted key cannot make evaluation fail half-way.
+    /// one whose dimensions are not those of the set ([`Self::check`]).
     pub fn load(path: &Path, circuit: &CircuitFile) -> Result<Self, RuntimeError> {
-        let binding = Binding::of(circuit);
-        let key: EvaluationKeyPayload = envelope::load(path, FileKind::EvaluationKey, &binding)?;
+        let origin = path.display().to_string();
+        let key = Self::from_bytes(
+            &read_limited(path, FileKind::EvaluationKey.size_limit())?,
+            &origin,
+        )?;
+        key.check(circuit, &origin)?;
+        Ok(key)
+    }
+
+    /// Parses an evaluation key file (`origin` names it in errors), checksummed, whatever
+    /// circuit it names: a server looks the circuit up by [`RuntimeFile::binding`], then
+    /// calls [`Self::check`].
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, RuntimeError> {
+        let (binding, key) = envelope::from_bytes(bytes, FileKind::EvaluationKey, origin)?;
+        Ok(Self { binding, key })
+    }
+
+    /// Refuses a key (read from `origin`) made for another circuit or set, or whose
+    /// dimensions are not those of the set (tfhe's conformance check), so that a crafted
+    /// key cannot make evaluation fail half-way.
+    pub fn check(&self, circuit: &CircuitFile, origin: &str) -> Result<(), RuntimeError> {
+        self.binding
+            .check(&Binding::of(circuit), FileKind::EvaluationKey, origin)?;
         let set = circuit.parameter_set.set();
         let max_degree = MaxDegree::new(set.lut_boxes() - 1);
-        if !key
+        if !self
+            .key
             .0
             .is_conformant(&(AtomicPatternParameters::from(set.params), max_degree))
         {
             return Err(RuntimeError::Mismatch {
-                path: path.display().to_string(),
+                path: origin.to_string(),
                 kind: FileKind::EvaluationKey,
                 reason: Mismatch::Dimensions(circuit.parameter_set),
             });
         }
-        Ok(Self { binding, key })
+        Ok(())
     }
 
     /// The key the server evaluates with: masks regenerated from their seeds, the

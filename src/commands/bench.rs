@@ -15,7 +15,11 @@ fn kib(bytes: usize) -> f64 {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let circuit = load_circuit(&args.circuit)?;
+    let circuit = match (&args.server, &args.circuit) {
+        (Some(server), _) => return super::service::bench_server(server, args),
+        (None, Some(circuit)) => load_circuit(circuit)?,
+        (None, None) => anyhow::bail!("give a circuit file, or --server"),
+    };
     let test =
         test_images(&circuit, &args.data.source(&circuit.dataset))?.truncated(args.images as usize);
     let threads = rayon::current_num_threads();

@@ -4,13 +4,12 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use hecnn_datasets::image_file::load_image;
 use hecnn_runtime::{
     ClientKey, EncryptedResult, EvaluationKey, Evaluator, Query, RuntimeFile, generate,
 };
 
 use crate::cli::{DecryptArgs, EncryptArgs, KeygenArgs, RunArgs};
-use crate::pipeline::{load_circuit, test_images};
+use crate::pipeline::{load_circuit, load_images};
 use crate::progress::{StageBars, spinner};
 
 fn mib(bytes: usize) -> f64 {
@@ -55,25 +54,7 @@ pub fn encrypt(args: &EncryptArgs) -> Result<()> {
     let key_path = args.client_key.path(&args.circuit);
     let client = ClientKey::load(&key_path, &circuit)
         .with_context(|| format!("loading the client key {}", key_path.display()))?;
-    if args.images.is_empty() && args.test_index.is_empty() {
-        anyhow::bail!("nothing to encrypt: give image files or --test-index");
-    }
-    let mut images = Vec::new();
-    for path in &args.images {
-        images.push(load_image(path)?);
-    }
-    if !args.test_index.is_empty() {
-        let test = test_images(&circuit, &args.data.source(&circuit.dataset))?;
-        for &index in &args.test_index {
-            if index >= test.len() {
-                anyhow::bail!(
-                    "--test-index {index} is past the {} test images",
-                    test.len()
-                );
-            }
-            images.push(test.image(index).to_vec());
-        }
-    }
+    let images = load_images(&circuit, &args.images)?;
     let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
     let query = client
         .encrypt(&circuit, &refs)

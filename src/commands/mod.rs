@@ -7,4 +7,5 @@ pub mod demo;
 pub mod encrypted;
 pub mod eval;
 pub mod experiment;
+pub mod service;
 pub mod train;
