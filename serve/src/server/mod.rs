@@ -39,8 +39,8 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Keys of the `N = 4096` sets are about 60 MiB compressed; a query of 64 images of
-    /// 28x28 pixels under `N = 4096` is 1.6 MiB.
+    /// Room for the largest sets: the evaluation key of the demo's set (`N = 2048`) is
+    /// 16 MiB compressed, a query 6.5 KiB per 28x28 image (seeded ciphertexts).
     fn default() -> Self {
         Self {
             key_bytes: 512 << 20,
