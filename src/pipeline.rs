@@ -219,7 +219,7 @@ pub fn load_circuit(path: &Path) -> Result<CircuitFile> {
 /// `circuit`'s input.
 pub fn load_images(circuit: &CircuitFile, args: &ImageArgs) -> Result<Vec<Vec<u8>>> {
     if args.images.is_empty() && args.test_index.is_empty() {
-        anyhow::bail!("no image: give image files or --test-index");
+        anyhow::bail!("nothing to encrypt: give image files or --test-index");
     }
     let mut images = Vec::new();
     for path in &args.images {
