@@ -75,11 +75,16 @@ pub struct KeyStore {
     evaluators: Mutex<LruCache<KeyId, Arc<Evaluator<'static>>>>,
 }
 
-fn folder(path: PathBuf) -> Result<PathBuf, StoreError> {
-    std::fs::create_dir_all(&path).map_err(|source| StoreError::Folder {
-        path: path.clone(),
+/// The error of an operation on the store's folder `path`.
+fn folder_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Folder {
+        path: path.to_path_buf(),
         source,
-    })?;
+    }
+}
+
+fn folder(path: PathBuf) -> Result<PathBuf, StoreError> {
+    std::fs::create_dir_all(&path).map_err(folder_error(&path))?;
     Ok(path)
 }
 
@@ -90,24 +95,13 @@ impl KeyStore {
         let keys = folder(root.join("keys"))?;
         let incoming = root.join("incoming");
         if incoming.exists() {
-            std::fs::remove_dir_all(&incoming).map_err(|source| StoreError::Folder {
-                path: incoming.clone(),
-                source,
-            })?;
+            std::fs::remove_dir_all(&incoming).map_err(folder_error(&incoming))?;
         }
         let incoming = folder(incoming)?;
         let mut records = HashMap::new();
-        let entries = std::fs::read_dir(&keys).map_err(|source| StoreError::Folder {
-            path: keys.clone(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(&keys).map_err(folder_error(&keys))?;
         for entry in entries {
-            let path = entry
-                .map_err(|source| StoreError::Folder {
-                    path: keys.clone(),
-                    source,
-                })?
-                .path();
+            let path = entry.map_err(folder_error(&keys))?.path();
             let id = path
                 .file_stem()
                 .and_then(|stem| stem.to_str())
@@ -169,10 +163,7 @@ impl KeyStore {
     /// A temporary file for an upload, in the store's file system (so that admitting it is
     /// a rename); it disappears if dropped.
     pub fn incoming_file(&self) -> Result<NamedTempFile, StoreError> {
-        NamedTempFile::new_in(&self.incoming).map_err(|source| StoreError::Folder {
-            path: self.incoming.clone(),
-            source,
-        })
+        NamedTempFile::new_in(&self.incoming).map_err(folder_error(&self.incoming))
     }
 
     /// Admits an uploaded key (already hashed to `id`) for `principal`: parses it, finds
