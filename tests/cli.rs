@@ -489,6 +489,19 @@ fn activation_experiment_writes_its_table() {
     );
 }
 
+/// A child process that is killed (by its id) and reaped if the test ends before stopping
+/// it, so that a failing test leaves no server behind.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[test]
 fn serve_classify_and_bench_over_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -521,18 +534,20 @@ fn serve_classify_and_bench_over_http() {
         .port();
     let address = format!("127.0.0.1:{port}");
     let url = format!("http://{address}");
-    let server = Command::new(env!("CARGO_BIN_EXE_hecnn"))
-        .args([
-            "serve",
-            "--circuits",
-            &path("circuits"),
-            "--store",
-            &path("store"),
-        ])
-        .args(["--no-auth", "--listen", &address])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("hecnn serve starts");
+    let mut server = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_hecnn"))
+            .args([
+                "serve",
+                "--circuits",
+                &path("circuits"),
+                "--store",
+                &path("store"),
+            ])
+            .args(["--no-auth", "--listen", &address])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("hecnn serve starts"),
+    ));
     let started = std::time::Instant::now();
     while std::net::TcpStream::connect(&address).is_err() {
         assert!(started.elapsed().as_secs() < 60, "the server did not start");
@@ -599,6 +614,7 @@ fn serve_classify_and_bench_over_http() {
     );
 
     // SIGTERM: a graceful stop, and the log said authentication was off.
+    let server = server.0.take().expect("the server runs");
     let status = Command::new("kill")
         .arg(server.id().to_string())
         .status()
