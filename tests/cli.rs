@@ -594,6 +594,7 @@ fn serve_classify_and_bench_over_http() {
         "images/min",
         "95th percentile",
         "overhead",
+        "own share",
         "of 2 images classified",
     ] {
         assert!(out.contains(part), "{part:?} not in {out}");

@@ -28,9 +28,18 @@ pub fn key_route(id: &KeyId) -> String {
     format!("/v1/keys/{id}")
 }
 
+/// Longest wait a status request may ask for (`GET /v1/jobs/{id}?wait=SECONDS`).
+pub const MAX_STATUS_WAIT_SECS: u64 = 20;
+
 /// One job's status (`GET`: [`JobStatus`]; `DELETE`: forget it).
 pub fn job_route(id: &JobId) -> String {
     format!("{JOBS}/{id}")
+}
+
+/// One job's status once it is done or failed, or after `wait` (whole seconds, at most
+/// [`MAX_STATUS_WAIT_SECS`]; the server may answer sooner).
+pub fn job_status_route(id: &JobId, wait: std::time::Duration) -> String {
+    format!("{JOBS}/{id}?wait={}", wait.as_secs())
 }
 
 /// One job's result file (`GET`, once done).
@@ -186,6 +195,10 @@ pub struct JobStatus {
     pub reads_total: usize,
     /// Why it failed.
     pub error: Option<String>,
+    /// Once done, the seconds its evaluation took on the server (linear maps and table
+    /// reads, as `hecnn run` counts them), so that a client can tell the evaluation's time
+    /// from the service's.
+    pub evaluation_seconds: Option<f64>,
 }
 
 /// The health route's answer.

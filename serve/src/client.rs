@@ -19,8 +19,9 @@ use crate::api::{
     self, CircuitInfo, ErrorBody, Health, JobCreated, JobId, JobState, JobStatus, KeyId, KeyInfo,
 };
 
-/// How long to wait between two status requests of a running job.
-const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How long one status request of a running job waits for its end (the server answers at
+/// once when it ends, so this only sets how often progress is heard).
+const STATUS_WAIT: Duration = Duration::from_secs(1);
 /// How often a submission refused by a full queue is retried.
 const SUBMIT_ATTEMPTS: usize = 60;
 
@@ -214,9 +215,9 @@ impl ServiceClient {
         self.json(response, &url)
     }
 
-    /// A job's status.
-    pub fn status(&self, id: &JobId) -> Result<JobStatus, ClientError> {
-        self.get_json(&api::job_route(id))
+    /// A job's status once it is done or failed, or after `wait` (whole seconds).
+    pub fn status(&self, id: &JobId, wait: Duration) -> Result<JobStatus, ClientError> {
+        self.get_json(&api::job_status_route(id, wait))
     }
 
     /// A done job's result file.
@@ -367,7 +368,7 @@ impl RemoteCircuit {
         let query = self.client_key.encrypt(&self.circuit, images)?;
         let job = self.submit(query.to_bytes())?;
         loop {
-            let status = self.service.status(&job.id)?;
+            let status = self.service.status(&job.id, STATUS_WAIT)?;
             on_status(&status);
             match status.state {
                 JobState::Done => break,
@@ -377,7 +378,7 @@ impl RemoteCircuit {
                         error: status.error.unwrap_or_default(),
                     });
                 }
-                JobState::Queued | JobState::Running => sleep(POLL_INTERVAL),
+                JobState::Queued | JobState::Running => {}
             }
         }
         let bytes = self.service.result(&job.id)?;

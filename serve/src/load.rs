@@ -2,11 +2,11 @@
 //! server at once, against a local evaluation of the same images with the same keys.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hecnn_runtime::{EvaluationKey, Evaluator, NoProgress, median};
 
+use crate::api::JobStatus;
 use crate::client::{ClientError, RemoteCircuit};
 
 /// What [`measure`] saw.
@@ -17,12 +17,15 @@ pub struct LoadReport {
     /// Latency of one untimed image first: the server reads and decompresses the
     /// evaluation key on a key's first job (once per key while it stays in its cache).
     pub first: Duration,
-    /// Wall-clock time of the service run, first submission to last result.
+    /// Wall-clock time of the service's rounds, first submission to last result of each,
+    /// summed.
     pub wall: Duration,
     /// Each image's latency through the service: encrypt, submit, wait, fetch, decrypt.
     pub latencies: Vec<Duration>,
     /// Each image's evaluation time in this process (`hecnn run`'s work, no service).
     pub local: Vec<Duration>,
+    /// Each image's evaluation time on the server, as the server reported it.
+    pub remote: Vec<Duration>,
     /// Images the service classified as the local evaluation did.
     pub agreeing: usize,
 }
@@ -67,11 +70,21 @@ impl LoadReport {
     pub fn overhead(&self) -> f64 {
         self.wall.as_secs_f64() / self.local.iter().sum::<Duration>().as_secs_f64() - 1.0
     }
+
+    /// The service's own share: its wall-clock time over the evaluations the server
+    /// reported, minus one. Unlike [`Self::overhead`] it does not move with the machine's
+    /// speed between the local and the remote evaluations of the same work.
+    pub fn service_share(&self) -> f64 {
+        self.wall.as_secs_f64() / self.remote.iter().sum::<Duration>().as_secs_f64() - 1.0
+    }
 }
 
-/// Evaluates `images` locally with the client's keys, then classifies one image through the
-/// server untimed (the server's first job of a key decompresses it), then every image,
-/// `clients` at once (each image one job). `on_image` hears each image done.
+/// Classifies one image through the server untimed (the server's first job of a key
+/// decompresses it), then `images` in rounds of `clients`: each round evaluates its images
+/// locally with the client's keys, one after the other, then through the server, `clients`
+/// at once (each image one job). Alternating keeps the two sides' figures comparable on a
+/// machine whose speed drifts by several percent within minutes. `on_image` hears each
+/// image done (twice: locally and through the server).
 pub fn measure(
     remote: &RemoteCircuit,
     images: &[&[u8]],
@@ -81,64 +94,62 @@ pub fn measure(
     let circuit = remote.circuit();
     let key = EvaluationKey::load(remote.evaluation_key_path(), circuit)?;
     let evaluator = Evaluator::new(circuit, &key)?;
-    let mut local = Vec::with_capacity(images.len());
-    let mut local_classes = Vec::with_capacity(images.len());
-    for image in images {
-        let query = remote.client_key().encrypt(circuit, &[image])?;
-        let (result, timings) = evaluator.evaluate(&query, &NoProgress)?;
-        local.push(timings[0].total());
-        local_classes.push(remote.client_key().decrypt(circuit, &result)?[0].class);
-        on_image();
-    }
-    drop(evaluator);
     let started = Instant::now();
     remote.classify(&images[..1], &|_| {})?;
     let first = started.elapsed();
-    let next = AtomicUsize::new(0);
-    let outcomes = Mutex::new(vec![None; images.len()]);
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..clients.max(1))
-            .map(|_| {
-                scope.spawn(|| -> Result<(), ClientError> {
-                    loop {
-                        let index = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(image) = images.get(index) else {
-                            return Ok(());
-                        };
-                        let submitted = Instant::now();
-                        let prediction = remote.classify(&[image], &|_| {})?.remove(0);
-                        outcomes.lock().unwrap_or_else(|e| e.into_inner())[index] =
-                            Some((prediction.class, submitted.elapsed()));
-                        on_image();
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .try_for_each(|worker| worker.join().expect("a client thread does not panic"))
-    })?;
-    let wall = started.elapsed();
-    let outcomes: Vec<(usize, Duration)> = outcomes
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .map(|outcome| outcome.expect("every image was classified"))
-        .collect();
-    let agreeing = outcomes
-        .iter()
-        .zip(&local_classes)
-        .filter(|((class, _), local)| class == *local)
-        .count();
-    Ok(LoadReport {
+    let clients = clients.max(1);
+    let mut report = LoadReport {
         clients,
         first,
-        wall,
-        latencies: outcomes.iter().map(|(_, latency)| *latency).collect(),
-        local,
-        agreeing,
-    })
+        wall: Duration::ZERO,
+        latencies: Vec::with_capacity(images.len()),
+        local: Vec::with_capacity(images.len()),
+        remote: Vec::with_capacity(images.len()),
+        agreeing: 0,
+    };
+    for round in images.chunks(clients) {
+        let mut local_classes = Vec::with_capacity(round.len());
+        for image in round {
+            let query = remote.client_key().encrypt(circuit, &[image])?;
+            let (result, timings) = evaluator.evaluate(&query, &NoProgress)?;
+            report.local.push(timings[0].total());
+            local_classes.push(remote.client_key().decrypt(circuit, &result)?[0].class);
+            on_image();
+        }
+        let started = Instant::now();
+        let outcomes = std::thread::scope(|scope| {
+            let clients: Vec<_> = round
+                .iter()
+                .map(|image| {
+                    scope.spawn(|| -> Result<(usize, Duration, Duration), ClientError> {
+                        let submitted = Instant::now();
+                        let evaluation = Mutex::new(Duration::ZERO);
+                        let on_status = |status: &JobStatus| {
+                            if let Some(seconds) = status.evaluation_seconds {
+                                *evaluation.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Duration::from_secs_f64(seconds);
+                            }
+                        };
+                        let prediction = remote.classify(&[image], &on_status)?.remove(0);
+                        on_image();
+                        let evaluation = evaluation.into_inner().unwrap_or_else(|e| e.into_inner());
+                        Ok((prediction.class, submitted.elapsed(), evaluation))
+                    })
+                })
+                .collect();
+            clients
+                .into_iter()
+                .map(|client| client.join().expect("a client thread does not panic"))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        report.wall += started.elapsed();
+        for ((class, latency, evaluation), local) in outcomes.into_iter().zip(local_classes) {
+            report.latencies.push(latency);
+            report.remote.push(evaluation);
+            report.agreeing += usize::from(class == local);
+        }
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use hecnn_compile::simulate::Simulator;
 use hecnn_model::model::ModelFile;
 use hecnn_model::quantize::LutBits;
 use hecnn_runtime::{EncryptedResult, EvaluationKey, Evaluator, NoProgress, RuntimeFile, generate};
-use hecnn_serve::api::{JobId, JobState, KeyId};
+use hecnn_serve::api::{self, JobId, JobState, KeyId, MAX_STATUS_WAIT_SECS};
 use hecnn_serve::client::{ClientError, KeySetup, RemoteCircuit, ServiceClient};
 use hecnn_serve::server::auth::Auth;
 use hecnn_serve::server::{Limits, RunningServer, ServeConfig};
@@ -200,7 +200,15 @@ fn the_whole_path_with_keys_stored_once_and_kept_across_a_restart() {
         .unwrap();
     let job = alice.submit(&remote.key(), query.to_bytes()).unwrap();
     assert_eq!(job.reads_total, 2 * images.len());
-    let result = wait_for_result(&alice, &job.id);
+    // A waiting status request answers when the job ends, not when its wait is over.
+    let asked = std::time::Instant::now();
+    let status = alice
+        .status(&job.id, Duration::from_secs(MAX_STATUS_WAIT_SECS))
+        .unwrap();
+    assert_eq!(status.state, JobState::Done, "{status:?}");
+    assert_eq!(status.reads_done, status.reads_total);
+    assert!(asked.elapsed() < Duration::from_secs(MAX_STATUS_WAIT_SECS) / 2);
+    let result = alice.result(&job.id).unwrap();
     let result = EncryptedResult::from_bytes(&result, remote.circuit(), "result").unwrap();
     let key = EvaluationKey::load(remote.evaluation_key_path(), remote.circuit()).unwrap();
     let (local, _) = Evaluator::new(remote.circuit(), &key)
@@ -248,7 +256,7 @@ fn the_whole_path_with_keys_stored_once_and_kept_across_a_restart() {
     let (status, message) = api_status(bob.submit(&remote.key(), query.to_bytes()));
     assert_eq!(status, StatusCode::NOT_FOUND, "{message}");
     let job = alice.submit(&remote.key(), query.to_bytes()).unwrap();
-    let (status, _) = api_status(bob.status(&job.id));
+    let (status, _) = api_status(bob.status(&job.id, Duration::ZERO));
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Uploading the same key (he has its bytes) makes Bob an owner too, still one file.
     assert_eq!(bob.upload_key(bytes).unwrap().id, remote.key());
@@ -274,10 +282,10 @@ fn the_whole_path_with_keys_stored_once_and_kept_across_a_restart() {
 /// Waits for a job and fetches its result.
 fn wait_for_result(client: &ServiceClient, id: &JobId) -> Vec<u8> {
     loop {
-        match client.status(id).unwrap().state {
+        match client.status(id, Duration::from_secs(5)).unwrap().state {
             JobState::Done => return client.result(id).unwrap(),
             JobState::Failed => panic!("job {id} failed"),
-            _ => std::thread::sleep(Duration::from_millis(20)),
+            JobState::Queued | JobState::Running => {}
         }
     }
 }
@@ -299,7 +307,7 @@ fn remote_status(
 ) -> Result<hecnn_serve::api::JobStatus, ClientError> {
     ServiceClient::new(&server.url(), Some(ALICE.into()))
         .unwrap()
-        .status(id)
+        .status(id, Duration::ZERO)
 }
 
 #[test]
@@ -333,7 +341,10 @@ fn bad_requests_get_clear_errors_and_store_nothing() {
 
     let alice = ServiceClient::new(&server.url(), Some(ALICE.into())).unwrap();
     // Unknown routes, jobs and keys; malformed ids.
-    assert_eq!(api_status(alice.status(&JobId(7))).0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api_status(alice.status(&JobId(7), Duration::ZERO)).0,
+        StatusCode::NOT_FOUND
+    );
     let response = http
         .get(url("/v1/jobs/xyz"))
         .bearer_auth(ALICE)
@@ -341,6 +352,20 @@ fn bad_requests_get_clear_errors_and_store_nothing() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(response.text().unwrap().contains("32 hex digits"));
+    for wait in ["21", "-1", "soon"] {
+        let response = http
+            .get(url(&format!("{}?wait={wait}", api::job_route(&JobId(7)))))
+            .bearer_auth(ALICE)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "wait={wait}");
+        assert!(
+            response
+                .text()
+                .unwrap()
+                .contains("whole seconds from 0 to 20")
+        );
+    }
     assert_eq!(
         http.get(url("/v2/x"))
             .bearer_auth(ALICE)
@@ -454,7 +479,7 @@ fn bad_requests_get_clear_errors_and_store_nothing() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     // The result of a job not done yet is a conflict, not a half result.
     let job = alice.submit(&key, query).unwrap();
-    if alice.status(&job.id).unwrap().state != JobState::Done {
+    if alice.status(&job.id, Duration::ZERO).unwrap().state != JobState::Done {
         assert_eq!(api_status(alice.result(&job.id)).0, StatusCode::CONFLICT);
     }
     assert!(!wait_for_result(&alice, &job.id).is_empty());
@@ -534,7 +559,7 @@ fn a_full_queue_answers_503_with_retry_after() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().get("retry-after").is_some());
     assert!(response.text().unwrap().contains("queue is full"));
-    let progress = alice.status(&first.id).unwrap();
+    let progress = alice.status(&first.id, Duration::ZERO).unwrap();
     assert_eq!(progress.reads_total, 600);
     assert!(matches!(
         progress.state,
@@ -542,10 +567,13 @@ fn a_full_queue_answers_503_with_retry_after() {
     ));
     // The queue empties; the health route says so.
     for job in [first, second] {
-        while alice.status(&job.id).unwrap().state != JobState::Done {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert_eq!(alice.status(&job.id).unwrap().reads_done, 600);
+        let status = loop {
+            let status = alice.status(&job.id, Duration::from_secs(5)).unwrap();
+            if status.state == JobState::Done {
+                break status;
+            }
+        };
+        assert_eq!(status.reads_done, 600);
     }
     assert_eq!(alice.health().unwrap().active_jobs, 0);
 }
@@ -557,20 +585,16 @@ fn shutdown_finishes_the_running_job_and_fails_the_queued_ones() {
     let (alice, remote, query) = long_job(&site, &server);
     let running = alice.submit(&remote.key(), query.clone()).unwrap();
     let queued = alice.submit(&remote.key(), query.clone()).unwrap();
-    while alice.status(&running.id).unwrap().state == JobState::Queued {
+    while alice.status(&running.id, Duration::ZERO).unwrap().state == JobState::Queued {
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::scope(|scope| {
         let stopping = scope.spawn(|| server.stop().unwrap());
         // While the running job finishes the server still answers: the queued job has
         // failed, new jobs are refused, and the running job's result can be fetched.
-        let failed = loop {
-            let status = alice.status(&queued.id).unwrap();
-            if status.state == JobState::Failed {
-                break status;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        // (a waiting status request wakes when the job fails, too)
+        let failed = alice.status(&queued.id, Duration::from_secs(10)).unwrap();
+        assert_eq!(failed.state, JobState::Failed, "{failed:?}");
         assert!(failed.error.unwrap().contains("shut down"));
         let (status, message) = api_status(alice.submit(&remote.key(), query));
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -128,7 +128,7 @@ pub fn bench_server(server: &str, args: &BenchArgs) -> Result<()> {
     bar.finish_and_clear();
     let seconds = |d: Duration| d.as_secs_f64();
     println!(
-        "{} images, {clients} client(s) at once, one image per job",
+        "{} images, {clients} client(s) at once, one image per job; rounds of {clients} alternate local and service evaluation",
         images.len()
     );
     println!(
@@ -147,10 +147,15 @@ pub fn bench_server(server: &str, args: &BenchArgs) -> Result<()> {
         seconds(report.local_median())
     );
     println!(
-        "overhead    {:+.1}% (service wall-clock {:.1} s over local evaluations {:.1} s)",
+        "overhead    {:+.1}% (service rounds' wall-clock {:.1} s over local evaluations {:.1} s)",
         100.0 * report.overhead(),
         seconds(report.wall),
         seconds(report.local.iter().sum())
+    );
+    println!(
+        "own share   {:+.1}% (the service rounds' wall-clock over the {:.1} s of evaluation the server reported: transfers, queue, encryption, decryption)",
+        100.0 * report.service_share(),
+        seconds(report.remote.iter().sum())
     );
     println!(
         "agreement   {} of {} images classified as the local evaluation did",

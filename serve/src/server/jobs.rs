@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use hecnn_compile::circuit_file::CircuitFile;
-use hecnn_runtime::{Progress, Query, RuntimeFile};
+use hecnn_runtime::{Progress, Query, RuntimeFile, Timings};
+use tokio::sync::watch;
 
 use super::auth::Principal;
 use super::keystore::KeyStore;
@@ -25,8 +26,15 @@ const SHUT_DOWN: &str = "the server shut down before the job ran";
 enum Phase {
     Queued(Box<Query>),
     Running,
-    Done { result: Bytes, finished: Instant },
-    Failed { error: String, finished: Instant },
+    Done {
+        result: Bytes,
+        finished: Instant,
+        evaluation: Duration,
+    },
+    Failed {
+        error: String,
+        finished: Instant,
+    },
 }
 
 /// One job.
@@ -41,6 +49,8 @@ pub struct Job {
     phase: Mutex<Phase>,
     /// Whether its owner has fetched its result.
     fetched: AtomicBool,
+    /// Turns `true` once the job is done or failed (what a waiting status request awaits).
+    settled: watch::Sender<bool>,
 }
 
 impl Job {
@@ -49,11 +59,11 @@ impl Job {
     }
 
     fn status(&self) -> JobStatus {
-        let (state, error) = match &*self.phase() {
-            Phase::Queued(_) => (JobState::Queued, None),
-            Phase::Running => (JobState::Running, None),
-            Phase::Done { .. } => (JobState::Done, None),
-            Phase::Failed { error, .. } => (JobState::Failed, Some(error.clone())),
+        let (state, error, evaluation) = match &*self.phase() {
+            Phase::Queued(_) => (JobState::Queued, None, None),
+            Phase::Running => (JobState::Running, None, None),
+            Phase::Done { evaluation, .. } => (JobState::Done, None, Some(*evaluation)),
+            Phase::Failed { error, .. } => (JobState::Failed, Some(error.clone()), None),
         };
         JobStatus {
             id: self.id,
@@ -62,6 +72,7 @@ impl Job {
             reads_done: self.reads_done.load(Ordering::Relaxed),
             reads_total: self.reads_total,
             error,
+            evaluation_seconds: evaluation.map(|seconds| seconds.as_secs_f64()),
         }
     }
 
@@ -70,14 +81,6 @@ impl Job {
             Phase::Done { finished, .. } | Phase::Failed { finished, .. } => Some(*finished),
             _ => None,
         }
-    }
-
-    fn fail(&self, error: String) {
-        tracing::warn!(job = %self.id, %error, "job failed");
-        *self.phase() = Phase::Failed {
-            error,
-            finished: Instant::now(),
-        };
     }
 }
 
@@ -190,6 +193,7 @@ impl Jobs {
             reads_done: AtomicUsize::new(0),
             phase: Mutex::new(Phase::Queued(Box::new(query))),
             fetched: AtomicBool::new(false),
+            settled: watch::Sender::new(false),
         });
         let status = job.status();
         self.table().insert(job.id, job.clone());
@@ -216,9 +220,20 @@ impl Jobs {
             .ok_or(JobsError::Unknown(*id))
     }
 
-    /// A job's status, for its owner.
-    pub fn status(&self, id: &JobId, owner: &Principal) -> Result<JobStatus, JobsError> {
-        Ok(self.owned(id, owner)?.status())
+    /// A job's status, for its owner, once it is done or failed or `wait` has passed (a long
+    /// poll: a client learns of the end at once without polling often; zero answers now).
+    pub async fn wait(
+        &self,
+        id: &JobId,
+        owner: &Principal,
+        wait: Duration,
+    ) -> Result<JobStatus, JobsError> {
+        let job = self.owned(id, owner)?;
+        let mut settled = job.settled.subscribe();
+        // Either outcome is answered with the status as it is now: a timeout is no error,
+        // and the sender lives as long as `job`.
+        let _ = tokio::time::timeout(wait, settled.wait_for(|settled| *settled)).await;
+        Ok(job.status())
     }
 
     /// A done job's result file, for its owner.
@@ -273,8 +288,7 @@ impl Jobs {
             .unwrap_or_else(|e| e.into_inner())
             .try_iter()
         {
-            job.fail(SHUT_DOWN.into());
-            self.active.fetch_sub(1, Ordering::SeqCst);
+            self.fail(&job, SHUT_DOWN.into());
         }
         let running: Vec<Arc<Job>> = self
             .table()
@@ -299,52 +313,78 @@ impl Jobs {
         })
     }
 
+    /// Ends a queued or running job in `phase` (done or failed): it no longer counts
+    /// against the queue, and whoever waits for it wakes (in that order, so that a client
+    /// told of the end finds the queue without it).
+    fn settle(&self, job: &Job, phase: Phase) {
+        *job.phase() = phase;
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        job.settled.send_replace(true);
+    }
+
+    fn fail(&self, job: &Job, error: String) {
+        tracing::warn!(job = %job.id, %error, "job failed");
+        self.settle(
+            job,
+            Phase::Failed {
+                error,
+                finished: Instant::now(),
+            },
+        );
+    }
+
     /// A worker: takes jobs until the queue is closed and empty.
     fn work(&self, receiver: &Mutex<Receiver<Arc<Job>>>, store: &KeyStore) {
         loop {
             let next = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
             let Ok(job) = next else { return };
             if self.closing() {
-                job.fail(SHUT_DOWN.into());
+                self.fail(&job, SHUT_DOWN.into());
             } else {
                 self.run(&job, store);
             }
-            self.active.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     /// Evaluates one job; a panic fails that job alone.
     fn run(&self, job: &Job, store: &KeyStore) {
+        // A job enters the queue once, queued: it leaves it the same way.
         let Phase::Queued(query) = std::mem::replace(&mut *job.phase(), Phase::Running) else {
-            return;
+            unreachable!("job {} left the queue already started", job.id);
         };
         tracing::info!(job = %job.id, "job started");
-        let started = Instant::now();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let evaluator = store
                 .evaluator(&job.key, job.circuit)
                 .map_err(|e| format!("the evaluation key cannot be used: {e}"))?;
             evaluator
                 .evaluate(&query, job)
-                .map(|(result, _)| Bytes::from(result.to_bytes()))
+                .map(|(result, timings)| {
+                    let evaluation = timings.iter().map(Timings::total).sum::<Duration>();
+                    (Bytes::from(result.to_bytes()), evaluation)
+                })
                 .map_err(|e| e.to_string())
         }));
         match outcome {
-            Ok(Ok(result)) => {
-                tracing::info!(job = %job.id, seconds = started.elapsed().as_secs_f64(), "job done");
-                *job.phase() = Phase::Done {
-                    result,
-                    finished: Instant::now(),
-                };
+            Ok(Ok((result, evaluation))) => {
+                tracing::info!(job = %job.id, seconds = evaluation.as_secs_f64(), "job done");
+                self.settle(
+                    job,
+                    Phase::Done {
+                        result,
+                        finished: Instant::now(),
+                        evaluation,
+                    },
+                );
             }
-            Ok(Err(error)) => job.fail(error),
+            Ok(Err(error)) => self.fail(job, error),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
-                job.fail(format!("evaluation failed unexpectedly: {message}"));
+                self.fail(job, format!("evaluation failed unexpectedly: {message}"));
             }
         }
     }

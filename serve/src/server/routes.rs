@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as UrlQuery, State};
@@ -299,11 +300,27 @@ async fn job_status(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
+    UrlQuery(parameters): UrlQuery<HashMap<String, String>>,
 ) -> Result<Json<api::JobStatus>, ApiError> {
     let id: JobId = parse(&id)?;
+    let wait = match parameters.get("wait") {
+        None => Duration::ZERO,
+        Some(text) => match text.parse::<u64>() {
+            Ok(seconds) if seconds <= api::MAX_STATUS_WAIT_SECS => Duration::from_secs(seconds),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "wait={text}: give whole seconds from 0 to {}",
+                    api::MAX_STATUS_WAIT_SECS
+                )));
+            }
+        },
+    };
+    // Answer before the request's own timeout would.
+    let wait = wait.min(state.limits.request_timeout / 2);
     state
         .jobs
-        .status(&id, &principal)
+        .wait(&id, &principal, wait)
+        .await
         .map(Json)
         .map_err(jobs_error)
 }
