@@ -8,6 +8,7 @@ use hecnn_compile::lower::RangeSource;
 use hecnn_compile::params::ParameterSetName;
 use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource};
 use hecnn_model::activation::{Activation, DEFAULT_RANGE, InvalidActivation};
+use hecnn_model::model::Shape;
 use hecnn_model::quantize::LutBits;
 use hecnn_model::quantize::{BitWidth, OutOfRange};
 use hecnn_train::network::DEFAULT_READ_NOISE;
@@ -33,6 +34,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Train a network and export its model file.
     Train(TrainArgs),
+    /// Import a network trained elsewhere (ONNX, as `torch.onnx.export` writes it) into a
+    /// model file.
+    Import(ImportArgs),
     /// Compile a model file into a circuit file and print the compile report.
     Compile(CompileArgs),
     /// Print a circuit file in its human-readable JSON form.
@@ -374,6 +378,62 @@ pub struct CompileArgs {
     pub circuit: CircuitArgs,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// Options of `hecnn import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The ONNX file (opset 13 or later).
+    pub onnx: PathBuf,
+    /// Where to write the model file [default: the ONNX file's name with `.json`].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// The model's name [default: the ONNX file's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Mean the data loader subtracts from `pixel / 255` (torchvision's `Normalize`), when
+    /// the graph does not normalise its input itself.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub mean: f64,
+    /// Standard deviation the data loader divides by.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_positive)]
+    pub std: f64,
+    /// Input shape `channels,height,width`, when the graph's is symbolic.
+    #[arg(long, value_parser = parse_shape)]
+    pub input_shape: Option<Shape>,
+    /// Half-width of the interval a swish activation (`x * sigmoid(x)`) is fitted on.
+    #[arg(long, default_value_t = DEFAULT_RANGE, value_parser = parse_positive)]
+    pub swish_range: f64,
+    /// The data set the network classifies (its class names).
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// A finite number above zero.
+fn parse_positive(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| format!("expected a positive number, not {text:?}"))
+}
+
+/// `channels,height,width`.
+fn parse_shape(text: &str) -> Result<Shape, String> {
+    let sizes: Vec<usize> = text
+        .split(',')
+        .map(|part| part.trim().parse().ok().filter(|&n: &usize| n > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("expected channels,height,width such as 1,28,28, not {text:?}"))?;
+    match sizes[..] {
+        [channels, height, width] => Ok(Shape {
+            channels,
+            height,
+            width,
+        }),
+        _ => Err(format!(
+            "expected three sizes channels,height,width, not {text:?}"
+        )),
+    }
 }
 
 /// Options of `hecnn inspect`.

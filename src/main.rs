@@ -6,13 +6,34 @@ mod measure;
 mod pipeline;
 mod progress;
 
+use std::process::ExitCode;
+
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
-    let cli = cli::Cli::parse();
+/// Runs the command; an error is printed as its chain of causes, without the backtrace
+/// `anyhow` would add under `RUST_BACKTRACE=1` (a user's mistake is not a crash).
+fn main() -> ExitCode {
+    match run(cli::Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error}");
+            let mut causes = error.chain().skip(1).peekable();
+            if causes.peek().is_some() {
+                eprintln!("\nCaused by:");
+                for cause in causes {
+                    eprintln!("    {cause}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Demo(args) => commands::demo::run(&args),
         cli::Command::Train(args) => commands::train::run(&args),
+        cli::Command::Import(args) => commands::import::run(&args),
         cli::Command::Compile(args) => commands::compile::run(&args),
         cli::Command::Inspect(args) => commands::compile::inspect(&args),
         cli::Command::Eval(args) => commands::eval::run(&args),

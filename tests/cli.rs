@@ -38,7 +38,13 @@ fn stderr(output: &Output) -> String {
 
 /// Runs hecnn, expecting failure with a message containing every one of `expected`.
 fn fails_with(args: &[&str], expected: &[&str]) {
-    let output = hecnn(args);
+    // With backtraces asked for, as a developer's shell may: a user's mistake still gets
+    // its message alone.
+    let output = Command::new(env!("CARGO_BIN_EXE_hecnn"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("hecnn runs");
     let err = stderr(&output);
     assert!(
         !output.status.success(),
@@ -46,6 +52,10 @@ fn fails_with(args: &[&str], expected: &[&str]) {
         stdout(&output)
     );
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert!(
+        !err.contains("backtrace"),
+        "{args:?} printed a backtrace: {err}"
+    );
     for e in expected {
         assert!(err.contains(e), "{args:?}: {e:?} not in {err}");
     }
@@ -294,6 +304,85 @@ fn bad_input_gives_clear_errors() {
 /// The client/server workflow with files: keygen, encrypt, run with the evaluation key
 /// alone, decrypt; encrypted eval and bench; and refusal of keys of another circuit and
 /// of damaged files.
+/// `hecnn import` of a network PyTorch trained and exported (the import crate's fixture),
+/// then the existing path on it; refusals write nothing.
+#[test]
+fn import_a_pytorch_network_and_compile_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("import/fixtures");
+    let model = dir.path().join("relu.json");
+    let model = model.to_str().unwrap();
+    let onnx = fixtures.join("relu_cnn.onnx");
+    let output = hecnn(&[
+        "import",
+        onnx.to_str().unwrap(),
+        "-o",
+        model,
+        "--mean",
+        "0.1307",
+        "--std",
+        "0.3081",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    for part in [
+        "input 1x28x28",
+        "layer 1: relu",
+        "batch-norm",
+        "1568 activation values",
+    ] {
+        assert!(out.contains(part), "{part:?} not in {out}");
+    }
+    // PyTorch measured 98.05% on the test set (import/fixtures/relu_cnn.expected.json).
+    let output = hecnn(&["eval", model, "--mode", "float"]);
+    assert!(
+        stdout(&output).contains("float    accuracy 98.05%"),
+        "{}",
+        stdout(&output)
+    );
+    // Fine-tuned for the circuit (one short epoch here), then compiled and simulated.
+    let tuned = dir.path().join("tuned.json");
+    let tuned = tuned.to_str().unwrap();
+    let output = train_small(&["--init", model, "--qat", "--lut-bits", "4"], tuned);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = hecnn(&["eval", tuned, "--mode", "clear,simulate", "--limit", "200"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("simulate"), "{}", stdout(&output));
+
+    let refused = dir.path().join("refused.json");
+    let refused = refused.to_str().unwrap();
+    fails_with(
+        &[
+            "import",
+            fixtures.join("maxpool.onnx").to_str().unwrap(),
+            "-o",
+            refused,
+        ],
+        &["\"/MaxPool\" (MaxPool)", "average pooling"],
+    );
+    fails_with(
+        &[
+            "import",
+            fixtures.join("make_fixtures.py").to_str().unwrap(),
+            "-o",
+            refused,
+        ],
+        &["not an ONNX model"],
+    );
+    fails_with(
+        &[
+            "import",
+            onnx.to_str().unwrap(),
+            "-o",
+            refused,
+            "--input-shape",
+            "1,28",
+        ],
+        &["channels,height,width"],
+    );
+    assert!(!Path::new(refused).exists(), "nothing written");
+}
+
 #[test]
 fn encrypted_workflow_with_files() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,5 +7,6 @@ pub mod demo;
 pub mod encrypted;
 pub mod eval;
 pub mod experiment;
+pub mod import;
 pub mod service;
 pub mod train;
