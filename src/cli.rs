@@ -374,6 +374,10 @@ pub struct CompileArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Predict the latency from the compiler's table of PBS costs instead of timing table
+    /// reads of the chosen set on this machine (a few seconds, then cached for a day).
+    #[arg(long)]
+    pub no_calibrate: bool,
     #[command(flatten)]
     pub circuit: CircuitArgs,
     #[command(flatten)]

@@ -1,5 +1,6 @@
 //! `hecnn`: train HE-friendly CNNs, compile them to TFHE circuits, classify encrypted images.
 
+mod calibration;
 mod cli;
 mod commands;
 mod measure;

@@ -17,6 +17,7 @@ use hecnn_model::model::ModelFile;
 use hecnn_train::trainer::{Checkpointing, TrainConfig, train};
 use hecnn_train::{ConfigError, TrainError};
 
+use crate::calibration;
 use crate::cli::ImageArgs;
 use crate::progress::EpochBars;
 
@@ -172,8 +173,17 @@ pub fn compile_model(
     })
 }
 
+/// Where the compile report's latency comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatencyFrom {
+    /// Table reads of the chosen set timed on this machine (cached for a day).
+    Calibration,
+    /// The compiler's table of costs measured on a machine of this kind, or its estimate.
+    Table,
+}
+
 /// Compiles `model` as [`compile_model`] does, writes the circuit file to `output` and
-/// prints the compile report (as JSON with `json`).
+/// prints the compile report (as JSON with `json`), its latency predicted from `latency`.
 pub fn compile_and_save(
     model: &ModelFile,
     options: &CompileOptions,
@@ -181,9 +191,17 @@ pub fn compile_and_save(
     calibration: usize,
     output: &Path,
     json: bool,
+    latency: LatencyFrom,
 ) -> Result<Compiled> {
     let started = Instant::now();
-    let compiled = compile_model(model, options, source, calibration)?;
+    let mut compiled = compile_model(model, options, source, calibration)?;
+    let calibrated = if latency == LatencyFrom::Calibration {
+        let (cost, origin) = calibration::pbs_cost(compiled.report.parameter_set)?;
+        compiled.report = compiled.report.with_pbs_cost(cost);
+        Some(origin)
+    } else {
+        None
+    };
     compiled
         .file
         .save(output)
@@ -195,6 +213,16 @@ pub fn compile_and_save(
         );
     } else {
         println!("{}", compiled.report);
+        match calibrated {
+            Some(calibration::Origin::Measured { reads }) => println!(
+                "calibration        {reads} table reads timed on this machine now (cached for a day; --no-calibrate skips it)"
+            ),
+            Some(calibration::Origin::Cached { age }) => println!(
+                "calibration        timed on this machine {:.1} h ago (cached; --no-calibrate skips it)",
+                age.as_secs_f64() / 3600.0
+            ),
+            None => {}
+        }
         println!(
             "circuit written to {} ({} table bits) in {:.1} s",
             output.display(),

@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// `hecnn` with its cache (the PBS calibration) in the target folder, not the user's.
 fn hecnn(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hecnn"))
         .args(args)
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
         .output()
         .expect("hecnn runs")
 }
@@ -42,6 +44,7 @@ fn fails_with(args: &[&str], expected: &[&str]) {
     // its message alone.
     let output = Command::new(env!("CARGO_BIN_EXE_hecnn"))
         .args(args)
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
         .env("RUST_BACKTRACE", "1")
         .output()
         .expect("hecnn runs");
@@ -105,7 +108,7 @@ fn train_eval_predict_on_small_data() {
     // Compile, inspect, and evaluate the circuit in clear and simulate modes.
     let circuit = dir.path().join("mlp.circuit");
     let circuit_arg = circuit.to_str().unwrap();
-    let output = hecnn(&[
+    let compile = [
         "compile",
         model_arg,
         "-o",
@@ -116,12 +119,30 @@ fn train_eval_predict_on_small_data() {
         "calibrated",
         "--calibration",
         "500",
-    ]);
+    ];
+    let output = hecnn(&compile);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(
         text.contains("PBS per image      128") && text.contains("predicted latency"),
         "{text}"
+    );
+    // The latency from a PBS timed on this machine, then cached.
+    assert!(
+        text.contains("(measured on this machine, all cores busy)"),
+        "{text}"
+    );
+    let output = hecnn(&compile);
+    assert!(
+        stdout(&output).contains("h ago (cached;"),
+        "{}",
+        stdout(&output)
+    );
+    let output = hecnn(&[&compile[..], &["--no-calibrate"]].concat());
+    assert!(
+        !stdout(&output).contains("measured on this machine"),
+        "{}",
+        stdout(&output)
     );
     let output = hecnn(&[
         "compile",

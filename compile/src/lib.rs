@@ -17,5 +17,5 @@ pub mod reference;
 pub mod report;
 pub mod select;
 pub mod simulate;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -61,10 +61,12 @@ impl fmt::Display for ParameterSetName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CostSource {
-    /// Measured on a machine of this kind.
+    /// Measured on a machine of this kind (a table in the code).
     Measured,
     /// Estimated from the set's dimensions.
     Estimated,
+    /// Measured on the running machine by a calibration run.
+    Calibrated,
 }
 
 /// Milliseconds of one core per keyswitch + PBS with every core busy, and where the figure
@@ -73,7 +75,7 @@ pub enum CostSource {
 pub struct PbsCost {
     /// Milliseconds.
     pub ms: f64,
-    /// Measured or estimated.
+    /// Measured (here or on a machine of this kind) or estimated.
     pub source: CostSource,
 }
 

@@ -75,6 +75,16 @@ pub struct Report {
 const SEEDED_LIST_OVERHEAD: u64 = 64;
 
 impl Report {
+    /// The report with `cost` per PBS (a calibration on the running machine, say) and the
+    /// latency it predicts.
+    pub fn with_pbs_cost(self, cost: PbsCost) -> Self {
+        Self {
+            pbs_cost: cost,
+            predicted_latency_s: self.pbs_count as f64 * cost.ms / 1e3,
+            ..self
+        }
+    }
+
     /// The report of `file` compiled under `selection`, with the table `usage` of each
     /// stage (as [`crate::lower::Lowered`] gives it).
     pub fn new(
@@ -207,6 +217,7 @@ impl fmt::Display for Report {
             match self.pbs_cost.source {
                 CostSource::Measured => "measured on a machine of this kind, all cores busy",
                 CostSource::Estimated => "estimated from the set's dimensions",
+                CostSource::Calibrated => "measured on this machine, all cores busy",
             }
         )?;
         writeln!(

@@ -1,4 +1,5 @@
-//! A small model and images shared by the compiler's tests.
+//! A small model and images shared by the compiler's tests (and other crates' tests, through
+//! the `testing` feature).
 
 use crate::lower::linear::folded_weight_max;
 use crate::reference::ReferenceModel;

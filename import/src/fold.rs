@@ -188,7 +188,7 @@ fn conv_after(conv: Layer, op: &Layer, input: Shape) -> Result<Layer, String> {
         unreachable!("conv_after folds into convolutions")
     };
     let taps = kernel[0] * kernel[1];
-    match op {
+    let (weight, bias, kernel, stride, padding) = match op {
         Layer::BatchNorm { .. } => {
             if padding != [0, 0] {
                 return Err("a batch norm after an activation feeds a padded convolution: it cannot be folded exactly (put it before the activation)".into());
@@ -204,16 +204,8 @@ fn conv_after(conv: Layer, op: &Layer, input: Shape) -> Result<Layer, String> {
                     (f64::from(w) * k[c]) as f32
                 })
                 .collect();
-            Ok(Layer::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                weight,
-                bias: bias.into_iter().map(|b| b as f32).collect(),
-                weight_bits,
-            })
+            let bias = bias.into_iter().map(|b| b as f32).collect();
+            (weight, bias, kernel, stride, padding)
         }
         Layer::AvgPool {
             kernel: [sh, sw],
@@ -234,20 +226,154 @@ fn conv_after(conv: Layer, op: &Layer, input: Shape) -> Result<Layer, String> {
                     }
                 }
             }
-            Ok(Layer::Conv2d {
-                in_channels,
-                out_channels,
-                kernel: [kh, kw],
-                stride: [stride[0] * sh, stride[1] * sw],
-                padding: [padding[0] * sh, padding[1] * sw],
-                weight: folded,
+            let stride = [stride[0] * sh, stride[1] * sw];
+            (
+                folded,
                 bias,
-                weight_bits,
-            })
+                [kh, kw],
+                stride,
+                [padding[0] * sh, padding[1] * sw],
+            )
         }
-        other => Err(format!(
-            "a {} after an activation before a convolution: hecnn folds only batch norms and pooling of kernel = stride that tiles its input there",
-            other.kind()
-        )),
+        other => {
+            return Err(format!(
+                "a {} after an activation before a convolution: hecnn folds only batch norms and pooling of kernel = stride that tiles its input there",
+                other.kind()
+            ));
+        }
+    };
+    Ok(Layer::Conv2d {
+        in_channels,
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        weight,
+        bias,
+        weight_bits,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use hecnn_compile::reference::ReferenceModel;
+    use hecnn_compile::testing::{batch_norm, model_file, values};
+    use hecnn_model::activation::Activation;
+
+    use super::*;
+
+    fn conv(in_channels: usize, out_channels: usize, padding: usize, seed: u64) -> Layer {
+        Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [padding; 2],
+            weight: values(seed, out_channels * in_channels * 9),
+            bias: values(seed + 1, out_channels),
+            weight_bits: None,
+        }
+    }
+
+    fn activation() -> Layer {
+        Layer::Activation {
+            function: Activation::Square,
+            output_quant: None,
+            input_grid: None,
+        }
+    }
+
+    const POOL: Layer = Layer::AvgPool {
+        kernel: [2, 2],
+        stride: [2, 2],
+    };
+
+    /// The input of [`model_file`]'s models.
+    const INPUT: Shape = Shape {
+        channels: 1,
+        height: 8,
+        width: 8,
+    };
+
+    #[test]
+    fn folded_layers_compute_the_same_logits() {
+        // conv -> square -> pool -> bn -> conv (no padding) -> square -> pool -> bn ->
+        // flatten -> dense: both pool + bn runs fold, into the conv and into the dense.
+        let layers = vec![
+            conv(1, 2, 1, 1),
+            activation(),
+            POOL,
+            batch_norm(2, 3),
+            conv(2, 3, 0, 5),
+            activation(),
+            POOL,
+            batch_norm(3, 7),
+            Layer::Flatten,
+            Layer::Dense {
+                in_features: 3,
+                out_features: 3,
+                weight: values(9, 9),
+                bias: values(10, 3),
+                weight_bits: None,
+            },
+        ];
+        let original = model_file(layers.clone());
+        original.validate("original").unwrap();
+        let mut notes = Vec::new();
+        let folded = model_file(fold_after_activations(layers, INPUT, &mut notes).unwrap());
+        folded.validate("folded").unwrap();
+        let kinds: Vec<_> = folded.layers.iter().map(Layer::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "conv2d",
+                "activation",
+                "conv2d",
+                "activation",
+                "flatten",
+                "dense"
+            ]
+        );
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        let (before, after) = (ReferenceModel::new(&original), ReferenceModel::new(&folded));
+        for seed in 0..5 {
+            let image: Vec<u8> = values(100 + seed, 64)
+                .iter()
+                .map(|v| ((v + 1.0) * 127.0) as u8)
+                .collect();
+            for (a, b) in before.logits(&image).iter().zip(after.logits(&image)) {
+                assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} against {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn what_cannot_fold_exactly_is_refused() {
+        let refuse = |layers: Vec<Layer>| {
+            fold_after_activations(layers, INPUT, &mut Vec::new()).unwrap_err()
+        };
+        // A batch norm before a padded convolution: the padding would not see its shift.
+        let error = refuse(vec![
+            conv(1, 2, 1, 1),
+            activation(),
+            batch_norm(2, 3),
+            conv(2, 3, 1, 5),
+        ]);
+        assert!(error.contains("padded convolution"), "{error}");
+        // Pooling that does not tile its input (8 is not a multiple of 5).
+        let uneven = Layer::AvgPool {
+            kernel: [5, 5],
+            stride: [5, 5],
+        };
+        let error = refuse(vec![
+            conv(1, 2, 1, 1),
+            activation(),
+            uneven,
+            conv(2, 3, 1, 5),
+        ]);
+        assert!(error.contains("tiles its input"), "{error}");
+        // Between two activations there is nothing to fold into.
+        let error = refuse(vec![conv(1, 2, 1, 1), activation(), POOL, activation()]);
+        assert!(error.contains("between two activations"), "{error}");
     }
 }

@@ -49,6 +49,7 @@
 //! assert_eq!(prediction.class_name, "bright");
 //! ```
 
+pub mod calibrate;
 pub mod client;
 pub mod encoding;
 pub mod envelope;

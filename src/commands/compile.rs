@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cli::{CompileArgs, InspectArgs};
-use crate::pipeline::{compile_and_save, load_circuit, load_model};
+use crate::pipeline::{LatencyFrom, compile_and_save, load_circuit, load_model};
 
 fn default_output(model: &Path) -> PathBuf {
     model.with_extension("circuit")
@@ -25,6 +25,11 @@ pub fn run(args: &CompileArgs) -> Result<()> {
         args.circuit.calibration as usize,
         &output,
         args.json,
+        if args.no_calibrate {
+            LatencyFrom::Table
+        } else {
+            LatencyFrom::Calibration
+        },
     )
     .with_context(|| format!("compiling {}", args.model.display()))?;
     Ok(())
