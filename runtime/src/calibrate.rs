@@ -2,7 +2,7 @@
 //! needs, since machines of one kind differ by up to 2x from day to day and the compiler's
 //! table comes from another machine.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hecnn_compile::params::{CostSource, ParameterSet, PbsCost};
 use rayon::prelude::*;
@@ -12,14 +12,12 @@ use tfhe::shortint::{ClientKey, ServerKey};
 /// independent reads on every core at once; so does the calibration).
 const READS_PER_THREAD: usize = 12;
 
-/// A calibration: the cost of one read, and how long it took to find out.
+/// A calibration: the cost of one read, and how many reads it timed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Calibration {
     /// Milliseconds per keyswitch + PBS with every core busy: the wall-clock time of the
     /// timed reads over their number.
     pub cost: PbsCost,
-    /// Generating the keys of the set.
-    pub keygen: Duration,
     /// Table reads timed.
     pub reads: usize,
 }
@@ -27,10 +25,8 @@ pub struct Calibration {
 /// Times keyswitch + PBS of `set` with every core of the rayon pool busy, after one
 /// untimed read per core (tfhe's buffers and the Fourier plan are made on first use).
 pub fn calibrate(set: &ParameterSet) -> Calibration {
-    let started = Instant::now();
     let client = ClientKey::new(set.params);
     let server = ServerKey::new(&client);
-    let keygen = started.elapsed();
     let ciphertext = client.encrypt(1);
     let table = server.generate_lookup_table(|x| (x + 1) % 2);
     let threads = rayon::current_num_threads();
@@ -45,7 +41,6 @@ pub fn calibrate(set: &ParameterSet) -> Calibration {
             ms: elapsed.as_secs_f64() * 1e3 / reads as f64,
             source: CostSource::Calibrated,
         },
-        keygen,
         reads,
     }
 }

@@ -11,11 +11,14 @@ use hecnn_compile::circuit::Read;
 use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::reference::argmax;
 use hecnn_model::io::read_limited;
+use serde::de::DeserializeOwned;
 use tfhe::core_crypto::prelude::{
     CiphertextModulus, ContiguousEntityContainer, LweCiphertextCount, LweCiphertextList, LweSize,
     PlaintextList, SeededLweCiphertextList, decrypt_lwe_ciphertext,
     encrypt_seeded_lwe_ciphertext_list, new_seeder,
 };
+use tfhe::named::Named;
+use tfhe_versionable::Unversionize;
 
 use crate::encoding::LevelScale;
 use crate::envelope::{self, Binding, RuntimeFile, payload};
@@ -92,25 +95,33 @@ impl ListShape for LweCiphertextList<Vec<u64>> {
     }
 }
 
-/// Checks that a file holds at least one image, and that every image's list has `count`
-/// ciphertexts of the circuit's size.
-fn check_lists(
-    lists: &[impl ListShape],
+/// Parses a file of `kind` holding one ciphertext list per image (`lists` finds them in
+/// its payload) for `circuit`: it must be bound to the circuit, hold at least one image,
+/// and every list `count` ciphertexts of the circuit's size.
+fn parse_lists<P, L>(
+    bytes: &[u8],
     circuit: &CircuitFile,
-    count: usize,
     origin: &str,
     kind: FileKind,
-) -> Result<(), RuntimeError> {
+    count: usize,
+    lists: impl Fn(&P) -> &[L],
+) -> Result<(Binding, P), RuntimeError>
+where
+    P: DeserializeOwned + Unversionize + Named,
+    L: ListShape,
+{
+    let binding = Binding::of(circuit);
+    let payload: P = envelope::from_bytes_bound(bytes, kind, &binding, origin)?;
     let mismatch = |reason| RuntimeError::Mismatch {
         path: origin.to_string(),
         kind,
         reason,
     };
-    if lists.is_empty() {
+    if lists(&payload).is_empty() {
         return Err(mismatch(Mismatch::NoImage));
     }
     let size = big_lwe_size(circuit);
-    for (index, list) in lists.iter().enumerate() {
+    for (index, list) in lists(&payload).iter().enumerate() {
         let (lwe_size, len, modulus) = list.shape();
         if lwe_size != size || len != count || !modulus.is_native_modulus() {
             return Err(mismatch(Mismatch::Ciphertexts {
@@ -122,7 +133,7 @@ fn check_lists(
             }));
         }
     }
-    Ok(())
+    Ok((binding, payload))
 }
 
 impl RuntimeFile for Query {
@@ -281,15 +292,14 @@ impl Query {
         circuit: &CircuitFile,
         origin: &str,
     ) -> Result<Self, RuntimeError> {
-        let binding = Binding::of(circuit);
-        let images: QueryPayload =
-            envelope::from_bytes_bound(bytes, FileKind::Query, &binding, origin)?;
-        check_lists(
-            &images.0,
+        let count = circuit.input.shape.len();
+        let (binding, images) = parse_lists(
+            bytes,
             circuit,
-            circuit.input.shape.len(),
             origin,
             FileKind::Query,
+            count,
+            |p: &QueryPayload| &p.0,
         )?;
         Ok(Self { binding, images })
     }
@@ -319,15 +329,14 @@ impl EncryptedResult {
         circuit: &CircuitFile,
         origin: &str,
     ) -> Result<Self, RuntimeError> {
-        let binding = Binding::of(circuit);
-        let logits: ResultPayload =
-            envelope::from_bytes_bound(bytes, FileKind::Result, &binding, origin)?;
-        check_lists(
-            &logits.0,
+        let count = circuit.class_names.len();
+        let (binding, logits) = parse_lists(
+            bytes,
             circuit,
-            circuit.class_names.len(),
             origin,
             FileKind::Result,
+            count,
+            |p: &ResultPayload| &p.0,
         )?;
         Ok(Self { binding, logits })
     }
