@@ -61,6 +61,9 @@ pub enum Command {
     /// Server: serve circuits over HTTP; clients upload evaluation keys once and submit
     /// encrypted queries as jobs.
     Serve(ServeArgs),
+    /// Cluster worker: read chunks of table reads sent through a NATS server by a
+    /// coordinator (`hecnn serve --nats` or `hecnn run --nats`).
+    Worker(WorkerArgs),
     /// Client of a server: keys (kept locally), upload, encrypt, submit, wait, decrypt, in
     /// one command.
     Classify(ClassifyArgs),
@@ -133,7 +136,8 @@ impl ActivationArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Built-in architecture (mlp, paper-cnn, compact) or an architecture file (JSON/TOML).
+    /// Built-in architecture (mlp, paper-cnn, compact, budget-100, budget-500) or an
+    /// architecture file (JSON/TOML).
     #[arg(long, default_value = "compact")]
     pub model: String,
     #[command(flatten)]
@@ -564,6 +568,43 @@ pub struct RunArgs {
     /// `.result`].
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Where table reads run: in this process, or on a cluster's workers.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Send every stage's table reads to the workers of this NATS server
+    /// (`nats://host:4222`, JetStream enabled) instead of reading them here.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// Table reads per chunk sent to a worker, at most (fewer where the NATS server's
+    /// message limit requires).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096), requires = "nats")]
+    pub chunk_reads: u32,
+    /// Seconds a stage may wait without any worker's reply before its query fails.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), requires = "nats")]
+    pub nats_timeout: u64,
+    /// Seconds a worker may hold a chunk before it goes to another worker (a worker that
+    /// dies costs this much); applied when this coordinator creates or replaces the
+    /// workers' queue.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), requires = "nats")]
+    pub ack_wait: u64,
+}
+
+/// Options of `hecnn worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The cluster's NATS server (`nats://host:4222`, JetStream enabled).
+    #[arg(long)]
+    pub nats: String,
+    /// Decompressed evaluation keys kept in memory (least recently used dropped first).
+    #[arg(long, default_value = "4")]
+    pub key_cache: std::num::NonZeroUsize,
+    /// Chunks read at once [default: the threads of the pool, as RAYON_NUM_THREADS sets].
+    #[arg(long)]
+    pub concurrency: Option<std::num::NonZeroUsize>,
 }
 
 /// Options of `hecnn decrypt`.
@@ -661,6 +702,8 @@ pub struct ServeArgs {
     /// Seconds shutdown waits for running jobs.
     #[arg(long, default_value_t = 60)]
     pub shutdown_grace: u64,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Options of `hecnn classify`.

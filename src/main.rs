@@ -46,6 +46,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Decrypt(args) => commands::encrypted::decrypt(&args),
         cli::Command::Bench(args) => commands::bench::run(&args),
         cli::Command::Serve(args) => commands::service::serve(&args),
+        cli::Command::Worker(args) => commands::cluster::worker(&args),
         cli::Command::Classify(args) => commands::service::classify(&args),
         cli::Command::Experiment(cli::Experiment::Activations(args)) => {
             commands::experiment::activations(&args)

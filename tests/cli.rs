@@ -601,6 +601,24 @@ fn activation_experiment_writes_its_table() {
 
 /// A child process that is killed (by its id) and reaped if the test ends before stopping
 /// it, so that a failing test leaves no server behind.
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (a minute at most) until `server` listens on loopback `port`.
+fn wait_for_port(port: u16, server: &str) {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed().as_secs() < 60, "{server} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 struct KillOnDrop(Option<std::process::Child>);
 
 impl Drop for KillOnDrop {
@@ -637,11 +655,7 @@ fn serve_classify_and_bench_over_http() {
     fails_with(&["serve", "--circuits", &path("circuits")], &["--tokens"]);
 
     // A free loopback port for the server.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let url = format!("http://{address}");
     let mut server = KillOnDrop(Some(
@@ -658,11 +672,7 @@ fn serve_classify_and_bench_over_http() {
             .spawn()
             .expect("hecnn serve starts"),
     ));
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(&address).is_err() {
-        assert!(started.elapsed().as_secs() < 60, "the server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_port(port, "hecnn serve");
 
     let keys = path("keys");
     let image = path("bar.pgm");
@@ -747,5 +757,207 @@ fn serve_classify_and_bench_over_http() {
             &keys,
         ],
         &["connecting to", &url],
+    );
+}
+
+/// A child process whose standard error is collected line by line as it comes.
+struct Logged {
+    child: KillOnDrop,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Logged {
+    fn spawn(command: &mut Command) -> Self {
+        use std::io::BufRead;
+        let mut child = command
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("hecnn starts");
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child: KillOnDrop(Some(child)),
+            lines,
+        }
+    }
+
+    fn count(&self, text: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn child(&mut self) -> &mut std::process::Child {
+        self.child.0.as_mut().unwrap()
+    }
+}
+
+#[test]
+fn run_on_a_nats_cluster_survives_a_worker_killed_mid_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let output = train_small(&["--model", "mlp", "--qat"], &path("mlp.json"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let circuit = path("mlp.circuit");
+    let output = hecnn(&[
+        "compile",
+        &path("mlp.json"),
+        "-o",
+        &circuit,
+        "--lut-bits",
+        "4",
+        "--calibration",
+        "300",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = hecnn(&["keygen", &circuit]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let query = path("query.hecnn");
+    let output = hecnn(&[
+        "encrypt",
+        &circuit,
+        "--test-index",
+        "0,1,2,3,4,5",
+        "-o",
+        &query,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let local = path("local.result");
+    let output = hecnn(&["run", &circuit, &query, "-o", &local]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    fails_with(
+        &["run", &circuit, &query, "--chunk-reads", "4"],
+        &["--nats"],
+    );
+    fails_with(
+        &["run", &circuit, &query, "--nats", "nats://127.0.0.1:1"],
+        &[
+            "joining the cluster at nats://127.0.0.1:1",
+            "cannot connect",
+        ],
+    );
+
+    // A NATS server with JetStream on a free loopback port, stopped by its id at the end.
+    let port = free_port();
+    let _nats = KillOnDrop(Some(
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(path("nats"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (Debian: apt-get install nats-server)"),
+    ));
+    wait_for_port(port, "nats-server");
+    let url = format!("nats://127.0.0.1:{port}");
+
+    // Two one-thread workers, started before any coordinator: they wait for the queue.
+    let worker = || {
+        Logged::spawn(
+            Command::new(env!("CARGO_BIN_EXE_hecnn"))
+                .args(["worker", "--nats", &url])
+                .env("RAYON_NUM_THREADS", "1")
+                .env("RUST_LOG", "info,hecnn_cluster=debug"),
+        )
+    };
+    let (mut doomed, mut survivor) = (worker(), worker());
+    let run = Command::new(env!("CARGO_BIN_EXE_hecnn"))
+        .args(["run", &circuit, &query, "-o", &path("cluster.result")])
+        .args(["--nats", &url, "--chunk-reads", "4", "--ack-wait", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hecnn run starts");
+    // The first worker killed (SIGKILL) while it holds its third chunk: that chunk comes
+    // back to the queue after the 2 s acknowledgement wait.
+    let started = std::time::Instant::now();
+    while doomed.count("chunk received") < 3 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the worker got no chunks: {}",
+            doomed.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    doomed.child().kill().unwrap();
+    doomed.child().wait().unwrap();
+    let output = run.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("table reads on the cluster's workers"),
+        "{}",
+        stdout(&output)
+    );
+    // The classes of the local run. Not its bytes: each process plans its FFTs by timing
+    // them, and plans that differ round differently, so two processes' results are two
+    // draws of the same noise (within one process they are equal bit for bit, which
+    // hecnn-cluster's tests check). One flip of six near a decision edge is allowed.
+    let classes = |result: &str| -> Vec<String> {
+        let output = hecnn(&["decrypt", &circuit, result]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+            .lines()
+            .map(|line| line.split("logits").next().unwrap().to_string())
+            .collect()
+    };
+    let (local_classes, cluster_classes) = (classes(&local), classes(&path("cluster.result")));
+    assert_eq!(local_classes.len(), 6, "{local_classes:?}");
+    let agreeing = local_classes
+        .iter()
+        .zip(&cluster_classes)
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(
+        agreeing >= 5,
+        "{local_classes:?} against {cluster_classes:?}"
+    );
+    assert!(survivor.count("chunk read") > 0, "{}", survivor.log());
+    assert!(
+        survivor.count("evaluation key fetched and decompressed") == 1,
+        "{}",
+        survivor.log()
+    );
+
+    // SIGTERM: the survivor finishes what it holds and stops cleanly.
+    let pid = survivor.child().id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = survivor.child().wait().unwrap();
+    assert!(status.success(), "{status}: {}", survivor.log());
+    assert!(survivor.count("worker stopped") == 1, "{}", survivor.log());
+
+    // No worker left: the query fails after the timeout, saying why.
+    fails_with(
+        &[
+            "run",
+            &circuit,
+            &query,
+            "--nats",
+            &url,
+            "--nats-timeout",
+            "2",
+        ],
+        &["unanswered after 2s", "hecnn worker --nats"],
     );
 }

@@ -6,9 +6,11 @@
 //! 1/2)` after the PBS's modulus switch.
 
 use hecnn_compile::circuit::Stage;
+use serde::{Deserialize, Serialize};
 
 /// The torus value of one level of a stage's inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct LevelScale {
     unit: u64,
 }

@@ -81,6 +81,9 @@ pub enum RuntimeError {
     /// An input (image, batch) does not fit the circuit.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The table reads were sent elsewhere (a cluster's workers) and did not come back.
+    #[error("table reads failed: {0}")]
+    TableReads(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// How a decoded runtime file differs from what its circuit and parameter set require.

@@ -5,10 +5,15 @@
 //! masks are regenerated from a seed, so only their bodies travel. The server decompresses
 //! it once ([`EvaluationKey::decompress`]); it never sees the secret key.
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
-use hecnn_compile::circuit_file::CircuitFile;
+use hecnn_compile::circuit_file::{BadFingerprint, CircuitFile, Fingerprint};
+use hecnn_compile::params::ParameterSetName;
 use hecnn_model::io::read_limited;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tfhe::conformance::ParameterSetConformant;
 use tfhe::core_crypto::prelude::{DynamicDistribution, LweSecretKeyView};
 use tfhe::shortint::atomic_pattern::AtomicPatternParameters;
@@ -132,12 +137,19 @@ impl EvaluationKey {
     }
 
     /// Refuses a key (read from `origin`) made for another circuit or set, or whose
-    /// dimensions are not those of the set (tfhe's conformance check), so that a crafted
-    /// key cannot make evaluation fail half-way.
+    /// dimensions are not those of the set ([`Self::check_dimensions`]).
     pub fn check(&self, circuit: &CircuitFile, origin: &str) -> Result<(), RuntimeError> {
         self.binding
             .check(&Binding::of(circuit), FileKind::EvaluationKey, origin)?;
-        let set = circuit.parameter_set.set();
+        self.check_dimensions(origin)
+    }
+
+    /// Refuses a key (read from `origin`) whose dimensions are not those of the parameter
+    /// set it names (tfhe's conformance check), so that a crafted key cannot make
+    /// evaluation fail half-way. What a table-read worker checks: it holds no circuit.
+    pub fn check_dimensions(&self, origin: &str) -> Result<(), RuntimeError> {
+        let name = self.parameter_set()?;
+        let set = name.set();
         let max_degree = MaxDegree::new(set.lut_boxes() - 1);
         if !self
             .key
@@ -147,15 +159,59 @@ impl EvaluationKey {
             return Err(RuntimeError::Mismatch {
                 path: origin.to_string(),
                 kind: FileKind::EvaluationKey,
-                reason: Mismatch::Dimensions(circuit.parameter_set),
+                reason: Mismatch::Dimensions(name),
             });
         }
         Ok(())
+    }
+
+    /// The parameter set the key names.
+    pub fn parameter_set(&self) -> Result<ParameterSetName, RuntimeError> {
+        ParameterSetName::new(&self.binding.parameter_set).map_err(|unknown| {
+            RuntimeError::Corrupted {
+                path: "the evaluation key".into(),
+                kind: FileKind::EvaluationKey,
+                reason: unknown.to_string(),
+            }
+        })
     }
 
     /// The key the server evaluates with: masks regenerated from their seeds, the
     /// bootstrapping key converted to the Fourier domain (seconds for `N = 2048`).
     pub fn decompress(&self) -> ServerKey {
         self.key.0.decompress()
+    }
+}
+
+/// An evaluation key's identity: the SHA-256 of its file, so that a client can ask whether
+/// a server holds its key before uploading hundreds of megabytes, a server can check that
+/// what arrived is what was named, and a cluster's workers can fetch it by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyId(pub Fingerprint);
+
+impl KeyId {
+    /// The identity of a key file's bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self::from_hasher(Sha256::new_with_prefix(bytes))
+    }
+
+    /// The identity of the bytes fed to `hasher` (uploads are hashed as they stream in).
+    pub fn from_hasher(hasher: Sha256) -> Self {
+        Self(Fingerprint(hasher.finalize().into()))
+    }
+}
+
+/// 64 hex digits; a precision keeps that many, as for [`Fingerprint`].
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = BadFingerprint;
+    fn from_str(text: &str) -> Result<Self, BadFingerprint> {
+        text.parse().map(Self)
     }
 }

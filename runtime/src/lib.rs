@@ -63,6 +63,6 @@ pub mod session;
 pub use client::{EncryptedResult, Prediction, Query};
 pub use envelope::RuntimeFile;
 pub use error::{InputError, Mismatch, RuntimeError};
-pub use keys::{ClientKey, EvaluationKey, generate};
-pub use server::{Evaluator, NoProgress, Progress, Timings};
+pub use keys::{ClientKey, EvaluationKey, KeyId, generate};
+pub use server::{Bootstrapper, Evaluator, NoProgress, Progress, StageReads, TableReader, Timings};
 pub use session::{BenchReport, BenchStep, LocalSession, bench, median};

@@ -5,9 +5,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use hecnn_compile::circuit_file::{BadFingerprint, Fingerprint};
+use hecnn_compile::circuit_file::Fingerprint;
+pub use hecnn_runtime::keys::KeyId;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// The health route (no token needed).
 pub const HEALTH: &str = "/health";
@@ -45,39 +45,6 @@ pub fn job_status_route(id: &JobId, wait: std::time::Duration) -> String {
 /// One job's result file (`GET`, once done).
 pub fn job_result_route(id: &JobId) -> String {
     format!("{JOBS}/{id}/result")
-}
-
-/// An evaluation key's identity: the SHA-256 of its file, so that a client can ask whether
-/// the server holds its key before uploading hundreds of megabytes, and the server can
-/// check that what arrived is what was named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct KeyId(pub Fingerprint);
-
-impl KeyId {
-    /// The identity of a key file's bytes.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self::from_hasher(Sha256::new_with_prefix(bytes))
-    }
-
-    /// The identity of the bytes fed to `hasher` (uploads are hashed as they stream in).
-    pub fn from_hasher(hasher: Sha256) -> Self {
-        Self(Fingerprint(hasher.finalize().into()))
-    }
-}
-
-/// 64 hex digits; a precision keeps that many, as for [`Fingerprint`].
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl FromStr for KeyId {
-    type Err = BadFingerprint;
-    fn from_str(text: &str) -> Result<Self, BadFingerprint> {
-        text.parse().map(Self)
-    }
 }
 
 /// A job's identity: 128 random bits, so that one client cannot guess another's jobs.

@@ -9,6 +9,8 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hecnn_cluster::testing::{NatsServer, Workers};
+use hecnn_cluster::{Coordinator, CoordinatorOptions};
 use hecnn_compile::circuit_file::CircuitFile;
 use hecnn_compile::compiler::{CompileOptions, compile};
 use hecnn_compile::evaluate::LabelledSet;
@@ -102,6 +104,7 @@ impl Site {
             key_cache: NonZeroUsize::new(2).unwrap(),
             keep_results: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
+            cluster: None,
         }
     }
 
@@ -605,4 +608,35 @@ fn shutdown_finishes_the_running_job_and_fails_the_queued_ones() {
         stopping.join().unwrap();
     });
     assert!(alice.health().is_err(), "the server has stopped");
+}
+
+#[test]
+fn with_a_cluster_the_workers_read_the_tables() {
+    let nats = NatsServer::start();
+    let site = Site::new(false);
+    let workers = Workers::start(&nats.url, 2);
+    let options = CoordinatorOptions {
+        chunk_reads: 3,
+        timeout: Duration::from_secs(2),
+        ..CoordinatorOptions::default()
+    };
+    let config = ServeConfig {
+        cluster: Some(Coordinator::connect(&nats.url, options).unwrap()),
+        ..site.config()
+    };
+    let server = site.start(&config);
+    let images = all_images(&site.circuits[0]);
+    let expected = clear_classes(&site.circuits[0], &images);
+    for (name, token) in [("alice", ALICE), ("bob", BOB)] {
+        let service = ServiceClient::new(&server.url(), Some(token.into())).unwrap();
+        let (remote, _) = RemoteCircuit::connect(service, None, &site.keys_dir(name)).unwrap();
+        assert_agrees(&classify(&remote, &images[..40]), &expected[..40]);
+    }
+    // Without workers a job fails, saying so: the server read no table itself.
+    drop(workers);
+    let service = ServiceClient::new(&server.url(), Some(ALICE.into())).unwrap();
+    let (remote, _) = RemoteCircuit::connect(service, None, &site.keys_dir("alice")).unwrap();
+    let refs: Vec<&[u8]> = images[..2].iter().map(Vec::as_slice).collect();
+    let message = remote.classify(&refs, &|_| {}).unwrap_err().to_string();
+    assert!(message.contains("unanswered"), "{message}");
 }

@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use hecnn_runtime::{
-    ClientKey, EncryptedResult, EvaluationKey, Evaluator, Query, RuntimeFile, generate,
+    ClientKey, EncryptedResult, EvaluationKey, Evaluator, Query, RuntimeFile, TableReader, generate,
 };
 
 use crate::cli::{DecryptArgs, EncryptArgs, KeygenArgs, RunArgs};
+use crate::commands::cluster::coordinator;
 use crate::pipeline::{load_circuit, load_images};
 use crate::progress::{StageBars, spinner};
 
@@ -81,12 +82,34 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let bar = spinner("loading the evaluation key");
     let key = EvaluationKey::load(&key_path, &circuit)
         .with_context(|| format!("loading the evaluation key {}", key_path.display()))?;
-    bar.set_message("decompressing the evaluation key");
-    let evaluator = Evaluator::new(&circuit, &key)?;
-    drop(key);
-    bar.finish_and_clear();
+    match coordinator(&args.cluster)? {
+        Some(cluster) => {
+            bar.set_message("placing the evaluation key in the cluster's key store");
+            let reads = cluster.reader(&circuit, &key)?;
+            drop(key);
+            bar.finish_and_clear();
+            let evaluator = Evaluator::with_reader(&circuit, &reads);
+            answer(args, &evaluator)?;
+            println!(
+                "table reads on the cluster's workers: {:.2} s of reading in all (the chunks' own times)",
+                reads.worker_time().as_secs_f64()
+            );
+        }
+        None => {
+            bar.set_message("decompressing the evaluation key");
+            let evaluator = Evaluator::new(&circuit, &key)?;
+            drop(key);
+            bar.finish_and_clear();
+            answer(args, &evaluator)?;
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates each query of `args` and writes its result.
+fn answer<R: TableReader>(args: &RunArgs, evaluator: &Evaluator<R>) -> Result<()> {
     for query_path in &args.queries {
-        let query = Query::load(query_path, &circuit)
+        let query = Query::load(query_path, evaluator.circuit())
             .with_context(|| format!("loading the query {}", query_path.display()))?;
         let (result, timings) = evaluator.evaluate(&query, &StageBars::default())?;
         let output = args

@@ -2,6 +2,7 @@
 
 pub mod activations;
 pub mod bench;
+pub mod cluster;
 pub mod compile;
 pub mod demo;
 pub mod encrypted;

@@ -12,11 +12,12 @@ use hecnn_serve::server::{Limits, ServeConfig, serve_until_signal};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{BenchArgs, ClassifyArgs, RemoteArgs, ServeArgs};
+use crate::commands::cluster::coordinator;
 use crate::pipeline::{labelled, load_images, test_images};
 use crate::progress::{image_bar, spinner};
 
 /// Logs to standard error, `info` and up unless `RUST_LOG` says otherwise.
-fn init_logs() {
+pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -46,6 +47,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         key_cache: args.key_cache,
         keep_results: Duration::from_secs(args.keep_results),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        cluster: coordinator(&args.cluster)?,
     };
     serve_until_signal(&config, args.listen)
         .with_context(|| format!("serving {} on {}", args.circuits.display(), args.listen))

@@ -16,9 +16,12 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use hecnn_cluster::{ClusterError, Coordinator};
 use hecnn_compile::circuit_file::{CircuitFile, Fingerprint};
 use hecnn_model::io::{FileError, write_atomic};
-use hecnn_runtime::{EvaluationKey, Evaluator, RuntimeError, RuntimeFile};
+use hecnn_runtime::{
+    Bootstrapper, EvaluationKey, Evaluator, RuntimeError, RuntimeFile, TableReader,
+};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use tempfile::NamedTempFile;
@@ -62,6 +65,9 @@ pub enum StoreError {
     /// The uploaded key does not parse or does not fit its circuit.
     #[error(transparent)]
     Key(#[from] RuntimeError),
+    /// The key cannot be placed in the cluster's key store.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The uploaded key names a circuit this server does not serve.
     #[error("the evaluation key was made for circuit {0:.16}..., which this server does not serve")]
     UnknownCircuit(Fingerprint),
@@ -72,8 +78,13 @@ pub struct KeyStore {
     keys: PathBuf,
     incoming: PathBuf,
     records: Mutex<HashMap<KeyId, KeyRecord>>,
-    evaluators: Mutex<LruCache<KeyId, Arc<Evaluator<'static>>>>,
+    evaluators: Mutex<LruCache<KeyId, Arc<ServedEvaluator>>>,
+    /// Where table reads run: the cluster's workers, or this process.
+    cluster: Option<Arc<Coordinator>>,
 }
+
+/// An evaluator of one client's key, reading its tables here or on a cluster.
+pub type ServedEvaluator = Evaluator<'static, Box<dyn TableReader>>;
 
 /// The error of an operation on the store's folder `path`.
 fn folder_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -90,8 +101,13 @@ fn folder(path: PathBuf) -> Result<PathBuf, StoreError> {
 
 impl KeyStore {
     /// Opens (or creates) the store under `root`, reading the records of the keys it holds
-    /// and dropping unfinished uploads; `cache` decompressed keys are kept in memory.
-    pub fn open(root: &Path, cache: NonZeroUsize) -> Result<Self, StoreError> {
+    /// and dropping unfinished uploads; `cache` evaluators are kept in memory (with their
+    /// decompressed keys, unless table reads go to `cluster`).
+    pub fn open(
+        root: &Path,
+        cache: NonZeroUsize,
+        cluster: Option<Arc<Coordinator>>,
+    ) -> Result<Self, StoreError> {
         let keys = folder(root.join("keys"))?;
         let incoming = root.join("incoming");
         if incoming.exists() {
@@ -126,6 +142,7 @@ impl KeyStore {
             incoming,
             records: Mutex::new(records),
             evaluators: Mutex::new(LruCache::new(cache)),
+            cluster,
         })
     }
 
@@ -233,12 +250,13 @@ impl KeyStore {
     }
 
     /// The evaluator of key `id` for `circuit`: from the cache, or read from disk and
-    /// decompressed (seconds), evicting the least recently used one if the cache is full.
+    /// decompressed (seconds) or placed in the cluster's key store, evicting the least
+    /// recently used one if the cache is full.
     pub fn evaluator(
         &self,
         id: &KeyId,
         circuit: &'static CircuitFile,
-    ) -> Result<Arc<Evaluator<'static>>, RuntimeError> {
+    ) -> Result<Arc<ServedEvaluator>, StoreError> {
         if let Some(evaluator) = self
             .evaluators
             .lock()
@@ -248,8 +266,12 @@ impl KeyStore {
             return Ok(evaluator.clone());
         }
         let key = EvaluationKey::load(&self.key_path(id), circuit)?;
-        let evaluator = Arc::new(Evaluator::new(circuit, &key)?);
-        tracing::info!(key = %id, "evaluation key decompressed");
+        let reader: Box<dyn TableReader> = match &self.cluster {
+            Some(cluster) => Box::new(cluster.reader(circuit, &key)?),
+            None => Box::new(Bootstrapper::new(&key)?),
+        };
+        let evaluator = Arc::new(Evaluator::with_reader(circuit, reader));
+        tracing::info!(key = %id, cluster = self.cluster.is_some(), "evaluation key ready");
         self.evaluators
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -73,6 +73,8 @@ pub struct ServeConfig {
     pub keep_results: Duration,
     /// How long shutdown waits for running jobs.
     pub shutdown_grace: Duration,
+    /// The cluster whose workers read the tables, if not this process.
+    pub cluster: Option<Arc<hecnn_cluster::Coordinator>>,
 }
 
 /// The server cannot start.
@@ -109,7 +111,11 @@ impl Server {
     /// Reads the circuits, opens the key store and starts the job workers.
     pub fn new(config: &ServeConfig) -> Result<Self, ServeError> {
         let catalogue = Catalogue::load(&config.circuits)?;
-        let store = Arc::new(KeyStore::open(&config.store, config.key_cache)?);
+        let store = Arc::new(KeyStore::open(
+            &config.store,
+            config.key_cache,
+            config.cluster.clone(),
+        )?);
         let jobs = Jobs::start(
             config.queue_capacity.get(),
             config.workers.get(),
@@ -267,34 +273,6 @@ pub fn serve_until_signal(config: &ServeConfig, address: SocketAddr) -> Result<(
         .build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(address).await?;
-        server.run(listener, termination()).await
+        server.run(listener, hecnn_cluster::termination()).await
     })
-}
-
-/// Ctrl-C, or SIGTERM where there are signals.
-async fn termination() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
-    }
 }
