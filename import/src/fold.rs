@@ -173,7 +173,7 @@ fn dense_after(
 /// kernel = stride `s` that tiles its input, a convolution of kernel `k s`, stride `t s`
 /// and padding `p s` whose taps are `w / s^2` (each pooled value is the mean of an `s x s`
 /// block).
-fn conv_after(conv: Layer, op: &Layer, input: Shape) -> Result<Layer, String> {
+fn conv_after(mut conv: Layer, op: &Layer, input: Shape) -> Result<Layer, String> {
     let Layer::Conv2d {
         in_channels,
         out_channels,
@@ -182,15 +182,16 @@ fn conv_after(conv: Layer, op: &Layer, input: Shape) -> Result<Layer, String> {
         padding,
         weight,
         bias,
-        weight_bits,
-    } = conv
+        ..
+    } = &mut conv
     else {
         unreachable!("conv_after folds into convolutions")
     };
+    let (in_channels, out_channels) = (*in_channels, *out_channels);
     let taps = kernel[0] * kernel[1];
-    let (weight, bias, kernel, stride, padding) = match op {
+    (*weight, *bias, *kernel, *stride, *padding) = match op {
         Layer::BatchNorm { .. } => {
-            if padding != [0, 0] {
+            if *padding != [0, 0] {
                 return Err("a batch norm after an activation feeds a padded convolution: it cannot be folded exactly (put it before the activation)".into());
             }
             let (k, h) = op.batch_norm_affine().expect("a batch norm");
@@ -205,7 +206,7 @@ fn conv_after(conv: Layer, op: &Layer, input: Shape) -> Result<Layer, String> {
                 })
                 .collect();
             let bias = bias.into_iter().map(|b| b as f32).collect();
-            (weight, bias, kernel, stride, padding)
+            (weight, bias, *kernel, *stride, *padding)
         }
         Layer::AvgPool {
             kernel: [sh, sw],
@@ -229,7 +230,7 @@ fn conv_after(conv: Layer, op: &Layer, input: Shape) -> Result<Layer, String> {
             let stride = [stride[0] * sh, stride[1] * sw];
             (
                 folded,
-                bias,
+                std::mem::take(bias),
                 [kh, kw],
                 stride,
                 [padding[0] * sh, padding[1] * sw],
@@ -242,16 +243,7 @@ fn conv_after(conv: Layer, op: &Layer, input: Shape) -> Result<Layer, String> {
             ));
         }
     };
-    Ok(Layer::Conv2d {
-        in_channels,
-        out_channels,
-        kernel,
-        stride,
-        padding,
-        weight,
-        bias,
-        weight_bits,
-    })
+    Ok(conv)
 }
 
 #[cfg(test)]
