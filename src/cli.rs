@@ -78,6 +78,9 @@ pub enum Experiment {
     /// Every activation on each architecture: float, clear, simulate and encrypted
     /// accuracy, PBS and latency, as a markdown table and a plot.
     Activations(ExperimentActivationsArgs),
+    /// Accuracy against encrypted latency: models trained circuit-aware at each table
+    /// width, compiled, simulated and benched, beside Concrete ML's measured points.
+    Frontier(ExperimentFrontierArgs),
 }
 
 /// Which data set.
@@ -762,14 +765,18 @@ pub struct ExperimentActivationsArgs {
     #[arg(long, value_delimiter = ',', default_value = "paper-cnn,compact")]
     pub models: Vec<String>,
     /// Activations.
-    #[arg(long, value_delimiter = ',', default_value = "relu,square,swish4,quad-relu,kernel-relu2,poly",
+    #[arg(long, value_delimiter = ',', default_value = "relu,square,swish4,quad-relu,kernel-relu2,kernel-relu2-weighted,kernel-relu2-jackson,poly",
           value_parser = clap::builder::PossibleValuesParser::new(Activation::NAMES))]
     pub activations: Vec<String>,
-    /// Training epochs per model (QAT).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    /// Training epochs per model (circuit-aware QAT): enough to rank, not to converge.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub epochs: u64,
-    /// Test images evaluated encrypted per model.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    /// Seeds per (model, activation): each trained, compiled and evaluated on its own, for
+    /// the mean and spread (seeds 1..=N).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub seeds: u64,
+    /// Test images evaluated encrypted per (model, activation), on the first seed's circuit.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub encrypted_images: u64,
     /// Table bits the models are trained and compiled with (circuit-aware training): one
     /// for all models, or one per model in the order of --models.
@@ -789,5 +796,58 @@ pub struct ExperimentActivationsArgs {
     pub output: PathBuf,
     /// Where to write the plot (SVG).
     #[arg(long, default_value = "docs/experiment-activations.svg")]
+    pub plot: PathBuf,
+}
+
+/// Options of `hecnn experiment frontier`.
+#[derive(Debug, Args)]
+pub struct ExperimentFrontierArgs {
+    /// Architectures (built-in names or files), each trained at each table width.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "budget-100,budget-500,compact,paper-cnn"
+    )]
+    pub models: Vec<String>,
+    /// Table widths: one point per model and width.
+    #[arg(long, value_delimiter = ',', default_value = "4,5", value_parser = clap::value_parser!(u32).range(2..=8))]
+    pub lut_bits: Vec<u32>,
+    /// Activation of every model.
+    #[arg(long, default_value = "relu", value_parser = clap::builder::PossibleValuesParser::new(Activation::NAMES))]
+    pub activation: String,
+    /// Training epochs (circuit-aware QAT).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=200))]
+    pub epochs: u64,
+    /// Weight bits of the quantisation-aware training.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub weight_bits: u8,
+    /// Activation output bits of the quantisation-aware training.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(2..=8))]
+    pub activation_bits: u8,
+    /// Read noise (in table entries) injected in training.
+    #[arg(long, default_value_t = 0.1)]
+    pub read_noise: f64,
+    /// The compiler's set choice: the cheapest set whose simulated accuracy on the
+    /// calibration images is at most this many points below clear (as `hecnn compile`).
+    #[arg(long, default_value_t = 0.1, value_parser = parse_points)]
+    pub accuracy_margin: f64,
+    /// Test images benched encrypted per point (latency: their median).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub bench_images: u64,
+    /// Concrete ML's measurements, as `bench/concrete-ml/measure.sh` writes them (DESIGN.md's
+    /// quoted figures are drawn when the file is absent).
+    #[arg(long, default_value = "bench/concrete-ml/results.json")]
+    pub concrete_ml: PathBuf,
+    /// Folder for the trained models (reused when present).
+    #[arg(long, default_value = "experiment")]
+    pub dir: PathBuf,
+    /// Train again even when a model file is present.
+    #[arg(long)]
+    pub retrain: bool,
+    /// Where to write the markdown table.
+    #[arg(long, default_value = "docs/frontier.md")]
+    pub output: PathBuf,
+    /// Where to write the plot (SVG).
+    #[arg(long, default_value = "docs/frontier.svg")]
     pub plot: PathBuf,
 }

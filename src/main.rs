@@ -51,5 +51,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Experiment(cli::Experiment::Activations(args)) => {
             commands::experiment::activations(&args)
         }
+        cli::Command::Experiment(cli::Experiment::Frontier(args)) => {
+            commands::experiment::frontier(&args)
+        }
     }
 }

@@ -548,8 +548,8 @@ fn encrypted_workflow_with_files() {
     );
 }
 
-/// The activation experiment, reduced: two activations of the small MLP, one epoch, one
-/// encrypted image; the table and plot are written, with every column filled.
+/// The activation experiment, reduced: two activations of the small MLP, one epoch, two
+/// seeds, one encrypted image; the table and plot are written, with every column filled.
 #[test]
 fn activation_experiment_writes_its_table() {
     let dir = tempfile::tempdir().unwrap();
@@ -561,9 +561,11 @@ fn activation_experiment_writes_its_table() {
         "--models",
         "mlp",
         "--activations",
-        "relu,square",
+        "relu,kernel-relu2",
         "--epochs",
         "1",
+        "--seeds",
+        "2",
         "--encrypted-images",
         "1",
         "--lut-bits",
@@ -580,12 +582,20 @@ fn activation_experiment_writes_its_table() {
     let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| mlp |")).collect();
     assert_eq!(rows.len(), 2, "{text}");
     for row in rows {
-        // model, activation, bits, set, PBS 128, four accuracies, agreement, latency.
+        // model, activation, bits, set, PBS 128, seeds, three accuracies over the seeds,
+        // encrypted, agreement, latency.
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        assert_eq!((cells[3], cells[5]), ("5", "128"), "{row}");
+        assert_eq!((cells[3], cells[5], cells[6]), ("5", "128", "2"), "{row}");
+        for spread in &cells[7..10] {
+            assert!(spread.contains(" ± ") && spread.ends_with('%'), "{row}");
+        }
+        assert!(cells[12].ends_with(" s"), "{row}");
+    }
+    for seed in ["seed1", "seed2"] {
         assert!(
-            cells[6].ends_with('%') && cells[11].ends_with(" s"),
-            "{row}"
+            dir.path()
+                .join(format!("models/mlp-relu-{seed}.json"))
+                .exists()
         );
     }
     assert!(
@@ -597,6 +607,84 @@ fn activation_experiment_writes_its_table() {
         &["experiment", "activations", "--activations", "tanh"],
         &["tanh"],
     );
+}
+
+/// The frontier, reduced: the small MLP at one table width, one epoch, one image benched,
+/// beside Concrete ML results in the format bench/concrete-ml/measure.py writes.
+#[test]
+fn frontier_experiment_writes_its_table_and_reads_concrete_ml() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (table, plot, concrete) = (path("frontier.md"), path("frontier.svg"), path("cml.json"));
+    std::fs::write(
+        &concrete,
+        r#"{"measured": "2026-12-01T18:00Z", "concrete_ml": "1.9.0", "machine": "x86_64, 2 cores",
+            "models": [{"name": "paper CNN", "accuracy": 0.9861, "test_images": 10000,
+                        "latencies_s": [150.0, 152.0], "pbs": 1520,
+                        "encrypted_equal_to_simulated": 2, "keygen_s": 23.0}]}"#,
+    )
+    .unwrap();
+    let frontier = |concrete: &str| {
+        hecnn(&[
+            "experiment",
+            "frontier",
+            "--models",
+            "mlp",
+            "--lut-bits",
+            "4",
+            "--epochs",
+            "1",
+            "--bench-images",
+            "1",
+            "--concrete-ml",
+            concrete,
+            "--dir",
+            &path("models"),
+            "--output",
+            &table,
+            "--plot",
+            &plot,
+        ])
+    };
+    let output = frontier(&concrete);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&table).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| mlp | 4 | 128 |"))
+        .unwrap_or_else(|| panic!("no mlp row in {text}"));
+    // model, bits, PBS, set, three accuracies, latency, achieved/floor, predicted, ratio.
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert!(cells[8].contains("median of 1"), "{row}");
+    let ratio: f64 = cells[11].parse().unwrap();
+    assert!(ratio > 0.0 && ratio.is_finite(), "{row}");
+    assert!(
+        text.contains("| Concrete ML 1.9.0 paper CNN, 1520 PBS"),
+        "{text}"
+    );
+    assert!(text.contains("| 98.61% | 152.0 s |"), "{text}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("mlp 4b") && svg.contains("Concrete ML paper CNN"));
+
+    // The model is reused; a results file that does not read is an error naming it.
+    std::fs::write(&concrete, r#"{"measured": "today"}"#).unwrap();
+    fails_with(
+        &[
+            "experiment",
+            "frontier",
+            "--models",
+            "mlp",
+            "--concrete-ml",
+            &concrete,
+        ],
+        &["Concrete ML's results", "cml.json", "missing field"],
+    );
+    // Without the file the quoted figures are drawn, labelled as such.
+    std::fs::remove_file(&concrete).unwrap();
+    let output = frontier(&concrete);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&table).unwrap();
+    assert!(text.contains("quoted, measured before"), "{text}");
 }
 
 /// A child process that is killed (by its id) and reaped if the test ends before stopping

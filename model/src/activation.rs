@@ -7,14 +7,16 @@
 //! | square | `x^2` (CryptoNets, ICML 2016) |
 //! | swish4 | least-squares degree-4 fit of `x sigmoid(x)` on `[-R, R]` (Ishiyama, Suzuki, Yamana 2020) |
 //! | quad-relu | least-squares degree-2 fit of ReLU on `[-R, R]`: `3R/32 + x/2 + 15x^2/(32R)` |
-//! | kernel-relu2 | Jackson-damped degree-2 Chebyshev expansion of the Gaussian-smoothed ReLU |
+//! | kernel-relu2 | minimax (Remez) degree-2 fit of the Gaussian-smoothed ReLU on `[-R, R]` |
+//! | kernel-relu2-weighted | least-squares degree-2 fit of the Gaussian-smoothed ReLU, weighted by `N(0, 1)` |
+//! | kernel-relu2-jackson | Jackson-damped degree-2 Chebyshev expansion of the Gaussian-smoothed ReLU |
 //! | poly | a polynomial whose coefficients are learnt |
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fit::{jackson_chebyshev, least_squares};
+use crate::fit::{jackson_chebyshev, least_squares, minimax, weighted_least_squares};
 use crate::polynomial::Polynomial;
 
 /// Default half-width `R` of the interval the polynomial approximations are fitted on.
@@ -44,24 +46,52 @@ pub enum Activation {
     },
     /// ReLU smoothed by a Gaussian kernel of width `h`,
     /// `s(x) = x Phi(x/h) + h phi(x/h)` (that is, `E[max(0, x + hZ)]`, `Z ~ N(0, 1)`),
-    /// approximated on `[-range, range]` by its degree-2 Chebyshev expansion with Jackson
-    /// damping factors (the kernel polynomial method).
+    /// approximated on `[-range, range]` by a polynomial of degree 2 ([`KernelFit`] says
+    /// which).
     ///
     /// This is our reading of "Kernel-Based ReLU Approximation for HE-Compatible
     /// Privacy-preserving Deep Learning Models" (arXiv 2605.23641), whose full text was not
     /// available: "a smooth kernel-based function, mimicking ReLU, approximated using a
     /// second-degree polynomial, inspired by Jackson's theorem".
     KernelRelu2 {
-        /// Half-width `R` of the expansion interval.
+        /// Half-width `R` of the approximation interval.
         range: f64,
         /// Width `h` of the Gaussian kernel.
         width: f64,
+        /// How the degree-2 polynomial is fitted. Model files written before the choice
+        /// existed hold the Jackson expansion, the only reading then.
+        #[serde(default = "KernelFit::before_the_choice")]
+        fit: KernelFit,
     },
     /// A polynomial with learnt coefficients.
     Poly {
         /// Coefficients, ascending powers.
         coefficients: Polynomial,
     },
+}
+
+/// How kernel-relu2's degree-2 polynomial approximates the smoothed ReLU on `[-R, R]`: the
+/// readings of the paper's abstract, measured in `docs/dev/kernel-relu2-readings.py` and by
+/// `hecnn experiment activations` (README, "Activations").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelFit {
+    /// Best uniform approximation (Remez): the polynomial whose existence and error
+    /// Jackson's theorem is about. The default.
+    Minimax,
+    /// Least squares weighted by the standard normal density, the distribution batch norm
+    /// gives the activation's inputs: accurate where inputs are, loose in the tails.
+    NormalWeighted,
+    /// Jackson-damped Chebyshev expansion (the kernel polynomial method). Damping tames
+    /// the oscillations of long expansions; at degree 2 it mostly flattens the curve.
+    Jackson,
+}
+
+impl KernelFit {
+    /// The reading of model files that name none.
+    fn before_the_choice() -> Self {
+        Self::Jackson
+    }
 }
 
 /// An activation's definition is invalid (a non-positive range, say).
@@ -74,8 +104,9 @@ pub struct InvalidActivation {
     pub reason: String,
 }
 
-/// Standard normal density `phi(z)`.
-fn normal_pdf(z: f64) -> f64 {
+/// Standard normal density `phi(z)`: also the distribution batch norm gives an
+/// activation's inputs.
+pub fn normal_pdf(z: f64) -> f64 {
     (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt()
 }
 
@@ -96,12 +127,14 @@ pub fn smoothed_relu(x: f64, h: f64) -> f64 {
 
 impl Activation {
     /// Every name [`Activation::from_name`] accepts.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 8] = [
         "relu",
         "square",
         "swish4",
         "quad-relu",
         "kernel-relu2",
+        "kernel-relu2-weighted",
+        "kernel-relu2-jackson",
         "poly",
     ];
 
@@ -119,10 +152,17 @@ impl Activation {
             "square" => Self::Square,
             "swish4" => Self::Swish4 { range },
             "quad-relu" => Self::QuadRelu { range },
-            "kernel-relu2" => Self::KernelRelu2 {
-                range,
-                width: range * DEFAULT_KERNEL_WIDTH_RATIO,
-            },
+            "kernel-relu2" | "kernel-relu2-weighted" | "kernel-relu2-jackson" => {
+                Self::KernelRelu2 {
+                    range,
+                    width: range * DEFAULT_KERNEL_WIDTH_RATIO,
+                    fit: match name {
+                        "kernel-relu2" => KernelFit::Minimax,
+                        "kernel-relu2-weighted" => KernelFit::NormalWeighted,
+                        _ => KernelFit::Jackson,
+                    },
+                }
+            }
             "poly" => {
                 if poly_init == "poly" {
                     return Err(InvalidActivation {
@@ -155,7 +195,11 @@ impl Activation {
             Self::Square => "square",
             Self::Swish4 { .. } => "swish4",
             Self::QuadRelu { .. } => "quad-relu",
-            Self::KernelRelu2 { .. } => "kernel-relu2",
+            Self::KernelRelu2 { fit, .. } => match fit {
+                KernelFit::Minimax => "kernel-relu2",
+                KernelFit::NormalWeighted => "kernel-relu2-weighted",
+                KernelFit::Jackson => "kernel-relu2-jackson",
+            },
             Self::Poly { .. } => "poly",
         }
     }
@@ -175,9 +219,11 @@ impl Activation {
             Self::Swish4 { range } | Self::QuadRelu { range } if !positive(*range) => {
                 fail(format!("range {range} must be finite and positive"))
             }
-            Self::KernelRelu2 { range, width } if !positive(*range) || !positive(*width) => fail(
-                format!("range {range} and width {width} must be finite and positive"),
-            ),
+            Self::KernelRelu2 { range, width, .. } if !positive(*range) || !positive(*width) => {
+                fail(format!(
+                    "range {range} and width {width} must be finite and positive"
+                ))
+            }
             Self::Poly { coefficients }
                 if coefficients.coefficients().is_empty()
                     || coefficients.coefficients().iter().any(|c| !c.is_finite()) =>
@@ -196,8 +242,15 @@ impl Activation {
             Self::Square => Some(Polynomial::new(vec![0.0, 0.0, 1.0])),
             Self::Swish4 { range } => Some(least_squares(swish, 4, *range)),
             Self::QuadRelu { range } => Some(least_squares(|x: f64| x.max(0.0), 2, *range)),
-            Self::KernelRelu2 { range, width } => {
-                Some(jackson_chebyshev(|x| smoothed_relu(x, *width), 2, *range))
+            Self::KernelRelu2 { range, width, fit } => {
+                let smoothed = |x| smoothed_relu(x, *width);
+                Some(match fit {
+                    KernelFit::Minimax => minimax(smoothed, 2, *range),
+                    KernelFit::NormalWeighted => {
+                        weighted_least_squares(smoothed, normal_pdf, 2, *range)
+                    }
+                    KernelFit::Jackson => jackson_chebyshev(smoothed, 2, *range),
+                })
             }
             Self::Poly { coefficients } => Some(coefficients.clone()),
         }
@@ -233,7 +286,7 @@ impl fmt::Display for Activation {
             Self::Swish4 { range } | Self::QuadRelu { range } => {
                 write!(f, "{} (R={range})", self.name())
             }
-            Self::KernelRelu2 { range, width } => {
+            Self::KernelRelu2 { range, width, .. } => {
                 write!(f, "{} (R={range}, h={width})", self.name())
             }
             Self::Poly { coefficients } => write!(f, "poly (degree {})", coefficients.degree()),
@@ -292,8 +345,8 @@ mod tests {
     }
 
     #[test]
-    fn kernel_relu2_follows_the_smoothed_relu() {
-        let act = Activation::from_name("kernel-relu2", 4.0, 0, "").unwrap();
+    fn kernel_relu2_jackson_is_the_damped_chebyshev_expansion() {
+        let act = Activation::from_name("kernel-relu2-jackson", 4.0, 0, "").unwrap();
         let p = act.polynomial().unwrap();
         assert_eq!(p.degree(), 2);
         // Symmetric around x/2 like ReLU: even part convex, odd part increasing.
@@ -372,5 +425,53 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    /// Max and mean `|p(x) - g(x)|` on 4001 points of `[-4, 4]`.
+    fn errors(p: &Polynomial, g: impl Fn(f64) -> f64) -> (f64, f64) {
+        let e: Vec<f64> = (0..=4000)
+            .map(|i| {
+                let x = -4.0 + 8.0 * i as f64 / 4000.0;
+                (p.eval(x) - g(x)).abs()
+            })
+            .collect();
+        (
+            e.iter().copied().fold(0.0, f64::max),
+            e.iter().sum::<f64>() / e.len() as f64,
+        )
+    }
+
+    #[test]
+    fn kernel_relu2_readings_have_the_measured_errors() {
+        // docs/dev/kernel-relu2-readings.py, R = 4, h = 1: against ReLU and against the
+        // smoothed ReLU it approximates.
+        let relu = |x: f64| x.max(0.0);
+        let smoothed = |x| smoothed_relu(x, 1.0);
+        let poly = |name| {
+            Activation::from_name(name, 4.0, 0, "")
+                .unwrap()
+                .polynomial()
+                .unwrap()
+        };
+        let close = |(a, b): (f64, f64), (c, d): (f64, f64)| {
+            assert!(
+                (a - c).abs() < 2e-3 && (b - d).abs() < 2e-3,
+                "{a} {b} vs {c} {d}"
+            )
+        };
+        close(errors(&poly("kernel-relu2-jackson"), relu), (1.120, 0.547));
+        close(errors(&poly("kernel-relu2"), relu), (0.513, 0.125));
+        close(errors(&poly("kernel-relu2"), smoothed), (0.114, 0.071));
+        close(errors(&poly("kernel-relu2-weighted"), relu), (0.687, 0.182));
+    }
+
+    #[test]
+    fn model_files_without_a_fit_hold_the_jackson_reading() {
+        let old = r#"{"kind":"kernel-relu2","range":4.0,"width":1.0}"#;
+        let act: Activation = serde_json::from_str(old).unwrap();
+        assert_eq!(act.name(), "kernel-relu2-jackson");
+        let new =
+            serde_json::to_string(&Activation::from_name("kernel-relu2", 4.0, 0, "").unwrap());
+        assert!(new.unwrap().contains(r#""fit":"minimax""#));
     }
 }

@@ -1,5 +1,5 @@
-//! Polynomial approximation on an interval `[-R, R]`: continuous least squares and damped
-//! Chebyshev expansions.
+//! Polynomial approximation on an interval `[-R, R]`: continuous least squares (plain and
+//! weighted), damped Chebyshev expansions, and best uniform (minimax) approximation.
 //!
 //! Both work on `t = x / R` in `[-1, 1]` and return a [`Polynomial`] in `x`.
 
@@ -64,6 +64,11 @@ fn combine(basis: &[Vec<f64>], coefficients: &[f64], range: f64) -> Polynomial {
             in_t[j] += c * b;
         }
     }
+    from_t(&in_t, range)
+}
+
+/// The polynomial in `x = R t` whose coefficients in `t` are `in_t`: `a_j / R^j`.
+fn from_t(in_t: &[f64], range: f64) -> Polynomial {
     Polynomial::new(
         in_t.iter()
             .enumerate()
@@ -129,6 +134,141 @@ pub fn jackson_chebyshev(f: impl Fn(f64) -> f64, degree: usize, range: f64) -> P
     combine(&basis, &coefficients, range)
 }
 
+/// Solves the square linear system `a x = b` by Gaussian elimination with partial pivoting
+/// (the systems here are the few-by-few normal equations and Remez references).
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let n = b.len();
+    for col in 0..n {
+        let pivot = (col..n)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .expect("a non-empty column");
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let (upper, lower) = a.split_at_mut(col + 1);
+        let pivot_row = &upper[col];
+        for (offset, row) in lower.iter_mut().enumerate() {
+            let factor = row[col] / pivot_row[col];
+            for (value, pivot_value) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *value -= factor * pivot_value;
+            }
+            b[col + 1 + offset] -= factor * b[col];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let tail: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - tail) / a[row][row];
+    }
+    x
+}
+
+/// The degree-`degree` polynomial `p` minimising the weighted squared error
+/// `integral_{-R}^{R} w(x) (f(x) - p(x))^2 dx`, from the normal equations
+/// `sum_k G_jk c_k = r_j`, `G_jk = integral t^(j+k) w(R t) dt`, `r_j = integral t^j f(R t) w(R t) dt`
+/// over `t` in `[-1, 1]` (monomials in `t` stay well conditioned at the low degrees of
+/// activations).
+pub fn weighted_least_squares(
+    f: impl Fn(f64) -> f64,
+    weight: impl Fn(f64) -> f64,
+    degree: usize,
+    range: f64,
+) -> Polynomial {
+    let moment = |power: usize, g: &dyn Fn(f64) -> f64| {
+        simpson(
+            |t| t.powi(power as i32) * g(range * t) * weight(range * t),
+            -1.0,
+            1.0,
+        )
+    };
+    let gram = (0..=degree)
+        .map(|j| (0..=degree).map(|k| moment(j + k, &|_| 1.0)).collect())
+        .collect();
+    let right = (0..=degree).map(|j| moment(j, &f)).collect();
+    from_t(&solve(gram, right), range)
+}
+
+/// Points of the grid on which [`minimax`] measures its error: odd, so `t = 0` is a point.
+const MINIMAX_GRID: usize = 20_001;
+/// Remez exchanges [`minimax`] runs at most; it stops earlier once the reference's levelled
+/// error and the grid's largest error agree to `1e-12`.
+const REMEZ_ITERATIONS: usize = 100;
+
+/// The degree-`degree` polynomial `p` of least maximum error `max |f(x) - p(x)|` on
+/// `[-R, R]` (best uniform approximation), by the Remez exchange algorithm.
+///
+/// Chebyshev's equioscillation theorem characterises it: the error reaches its maximum
+/// `E` with alternating signs at `degree + 2` points. Each step solves
+/// `p(t_i) + (-1)^i E = f(t_i)` on a reference of `degree + 2` points, then moves the reference to the extrema of
+/// the error's sign-alternating runs on a fine grid. Jackson's theorem bounds how small `E`
+/// can be; this is the polynomial that attains it.
+pub fn minimax(f: impl Fn(f64) -> f64, degree: usize, range: f64) -> Polynomial {
+    let points = degree + 2;
+    let grid: Vec<f64> = (0..MINIMAX_GRID)
+        .map(|i| -1.0 + 2.0 * i as f64 / (MINIMAX_GRID - 1) as f64)
+        .collect();
+    let target: Vec<f64> = grid.iter().map(|&t| f(range * t)).collect();
+    // The first `degree + 2` of the `degree + 3` Chebyshev extrema `-cos(pi i / (degree + 2))`:
+    // a reference symmetric about 0 would let an even target be interpolated with `E = 0`,
+    // where the exchange cannot start.
+    let mut reference: Vec<usize> = (0..points)
+        .map(|i| {
+            let t = -(std::f64::consts::PI * i as f64 / points as f64).cos();
+            (((t + 1.0) / 2.0 * (MINIMAX_GRID - 1) as f64).round() as usize).min(MINIMAX_GRID - 1)
+        })
+        .collect();
+    let mut in_t = vec![0.0; degree + 1];
+    for _ in 0..REMEZ_ITERATIONS {
+        let system = reference
+            .iter()
+            .enumerate()
+            .map(|(i, &g)| {
+                let mut row: Vec<f64> = (0..=degree).map(|k| grid[g].powi(k as i32)).collect();
+                row.push(if i % 2 == 0 { 1.0 } else { -1.0 });
+                row
+            })
+            .collect();
+        let mut solution = solve(system, reference.iter().map(|&g| target[g]).collect());
+        let levelled = solution.pop().expect("the levelled error").abs();
+        in_t = solution;
+        let p = Polynomial::new(in_t.clone());
+        let error: Vec<f64> = grid
+            .iter()
+            .zip(&target)
+            .map(|(&t, &y)| y - p.eval(t))
+            .collect();
+        // The largest |error| of each run of one sign, in order: they alternate by
+        // construction.
+        let mut extrema: Vec<usize> = Vec::new();
+        for (i, e) in error.iter().enumerate() {
+            match extrema.last_mut() {
+                Some(last) if error[*last].signum() == e.signum() => {
+                    if e.abs() > error[*last].abs() {
+                        *last = i;
+                    }
+                }
+                _ => extrema.push(i),
+            }
+        }
+        if extrema.len() < points {
+            break;
+        }
+        // Too many runs: drop the smaller end until `points` remain (keeps alternation).
+        while extrema.len() > points {
+            if error[extrema[0]].abs() < error[extrema[extrema.len() - 1]].abs() {
+                extrema.remove(0);
+            } else {
+                extrema.pop();
+            }
+        }
+        let largest = error.iter().fold(0.0f64, |m, e| m.max(e.abs()));
+        reference = extrema;
+        if largest - levelled <= 1e-12 * largest.max(1.0) {
+            break;
+        }
+    }
+    from_t(&in_t, range)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +324,73 @@ mod tests {
         // line, where only c_0 and c_1 are non-zero.
         let fit = jackson_chebyshev(|x| 2.0 + 0.0 * x, 2, 3.0);
         assert!((fit.eval(1.3) - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn weighted_least_squares_reproduces_polynomials_and_is_optimal() {
+        let p = Polynomial::new(vec![0.5, -2.0, 0.25]);
+        let weight = |x: f64| (-x * x / 2.0).exp();
+        let fit = weighted_least_squares(|x| p.eval(x), weight, 2, 3.0);
+        for (a, b) in fit.coefficients().iter().zip(p.coefficients()) {
+            assert!((a - b).abs() < 1e-9, "{fit:?}");
+        }
+        let relu = |x: f64| x.max(0.0);
+        let fit = weighted_least_squares(relu, weight, 2, 4.0);
+        let err =
+            |p: &Polynomial| simpson(|x| weight(x) * (relu(x) - p.eval(x)).powi(2), -4.0, 4.0);
+        let base = err(&fit);
+        for j in 0..3 {
+            for delta in [-1e-3, 1e-3] {
+                let mut c = fit.coefficients().to_vec();
+                c[j] += delta;
+                assert!(err(&Polynomial::new(c)) > base);
+            }
+        }
+        // A constant weight is plain least squares.
+        let flat = weighted_least_squares(relu, |_| 1.0, 2, 4.0);
+        let plain = least_squares(relu, 2, 4.0);
+        for (a, b) in flat.coefficients().iter().zip(plain.coefficients()) {
+            assert!((a - b).abs() < 1e-9, "{flat:?} vs {plain:?}");
+        }
+    }
+
+    #[test]
+    fn minimax_of_relu_is_the_closed_form() {
+        // |x| on [-1, 1] is best approximated at degree 2 by x^2 + 1/8 (error 1/8), so
+        // ReLU = (x + |x|) / 2 on [-R, R] by x/2 + x^2/(2R) + R/16, error R/16.
+        let r = 4.0;
+        let fit = minimax(|x: f64| x.max(0.0), 2, r);
+        let expected = [r / 16.0, 0.5, 1.0 / (2.0 * r)];
+        for (a, b) in fit.coefficients().iter().zip(expected) {
+            assert!((a - b).abs() < 1e-6, "{fit:?}");
+        }
+    }
+
+    #[test]
+    fn minimax_equioscillates() {
+        // Degree 3 of exp on [-1, 1]: the error takes its maximum at 5 points with
+        // alternating signs, and nothing on the interval exceeds it.
+        let fit = minimax(f64::exp, 3, 1.0);
+        let error: Vec<f64> = (0..=4000)
+            .map(|i| {
+                let x = -1.0 + i as f64 / 2000.0;
+                x.exp() - fit.eval(x)
+            })
+            .collect();
+        let largest = error.iter().fold(0.0f64, |m, e| m.max(e.abs()));
+        assert!((largest - 5.53e-3).abs() < 1e-4, "{largest}");
+        let mut peaks = vec![error[0]];
+        for e in &error {
+            if e.abs() > 0.999 * largest && e.signum() != peaks.last().unwrap().signum() {
+                peaks.push(*e);
+            }
+        }
+        assert!(peaks.len() >= 5, "{peaks:?}");
+        // Better in the uniform norm than the least-squares fit of the same degree.
+        let ls = least_squares(f64::exp, 3, 1.0);
+        let ls_largest = (0..=4000)
+            .map(|i| -1.0 + i as f64 / 2000.0)
+            .fold(0.0f64, |m, x: f64| m.max((x.exp() - ls.eval(x)).abs()));
+        assert!(ls_largest > largest);
     }
 }

@@ -1,0 +1,412 @@
+//! `hecnn experiment frontier`: accuracy against encrypted latency. Each model at each
+//! table width is trained circuit-aware, compiled (the set chosen as `hecnn compile`
+//! chooses it), evaluated in float, clear and simulate on the full test set and benched
+//! encrypted; Concrete ML's measurements (`bench/concrete-ml/`) are drawn beside them.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES};
+use hecnn_compile::evaluate::accuracy;
+use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource, Split};
+use hecnn_model::activation::{Activation, DEFAULT_RANGE};
+use hecnn_model::io::{read_limited, write_atomic};
+use hecnn_model::quantize::{BitWidth, LutBits, QuantSettings};
+use hecnn_runtime::bench;
+use hecnn_train::architecture::Architecture;
+use hecnn_train::network::CircuitTraining;
+use hecnn_train::trainer::{Checkpointing, TrainConfig};
+use plotters::prelude::*;
+use serde::Deserialize;
+
+use super::short_set;
+use crate::calibration::pbs_cost;
+use crate::cli::{ExperimentFrontierArgs, Mode};
+use crate::measure::mode_predictions;
+use crate::pipeline::{TrainJob, compile_model, labelled, load_model, train_model};
+use crate::progress::image_bar;
+
+/// Largest Concrete ML results file read.
+const MAX_CONCRETE_ML_BYTES: u64 = 1 << 20;
+/// Single-core PBS timed per row for the floor.
+const PBS_SAMPLES: usize = 20;
+
+/// What `bench/concrete-ml/measure.py` writes: Concrete ML's networks measured on this
+/// machine.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConcreteMlResults {
+    /// When the script ran (UTC, ISO 8601).
+    measured: String,
+    /// Concrete ML's version.
+    concrete_ml: String,
+    /// The machine's processor and core count.
+    machine: String,
+    /// One entry per network.
+    models: Vec<ConcreteMlModel>,
+}
+
+/// One Concrete ML network.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConcreteMlModel {
+    /// What it is (architecture, bits, rounding).
+    name: String,
+    /// Accuracy simulated on the test set, as a fraction.
+    accuracy: f64,
+    /// Test images the accuracy was simulated on.
+    test_images: usize,
+    /// Latency of each really encrypted image, seconds.
+    latencies_s: Vec<f64>,
+    /// Table reads per image, if Concrete reported them.
+    pbs: Option<usize>,
+    /// Encrypted images classified as the simulation classified them.
+    encrypted_equal_to_simulated: usize,
+    /// Key generation, seconds.
+    keygen_s: f64,
+}
+
+/// A point of the plot that is not hecnn's: Concrete ML, measured in this run's script or
+/// quoted.
+struct Anchor {
+    /// Short, for the plot.
+    name: String,
+    /// Everything known of it, for the table.
+    detail: String,
+    accuracy: f64,
+    latency_s: f64,
+}
+
+/// DESIGN.md section 6's Concrete ML figures (same machine kind; quoted in the first commit
+/// of this repository), for when the script has not been run.
+fn quoted_anchors() -> Vec<Anchor> {
+    let quoted = |name: &str, accuracy, latency_s| Anchor {
+        name: format!("Concrete ML {name}"),
+        detail: format!("Concrete ML 1.9.0 {name} (quoted, measured before 2026-11-23)"),
+        accuracy,
+        latency_s,
+    };
+    vec![
+        quoted("paper CNN, 6 bits", 0.9861, 151.0),
+        quoted("3-bit QAT CNN", 0.9707, 80.5),
+    ]
+}
+
+/// The anchors of `path` if it exists, else the quoted ones; a file that exists but does not
+/// read is an error (a broken measurement should not silently become a quoted one).
+fn anchors(path: &Path) -> Result<(Vec<Anchor>, String)> {
+    if !path.exists() {
+        return Ok((
+            quoted_anchors(),
+            format!(
+                "Concrete ML: DESIGN.md section 6's figures, quoted (no {} yet: run bench/concrete-ml/measure.sh)",
+                path.display()
+            ),
+        ));
+    }
+    let bytes = read_limited(path, MAX_CONCRETE_ML_BYTES)?;
+    let results: ConcreteMlResults = serde_json::from_slice(&bytes)
+        .with_context(|| format!("reading Concrete ML's results {}", path.display()))?;
+    let mut anchors = Vec::new();
+    for model in &results.models {
+        let mut latencies = model.latencies_s.clone();
+        if latencies.is_empty() || !(0.0..=1.0).contains(&model.accuracy) {
+            anyhow::bail!(
+                "{}: {} has no latency or an accuracy outside [0, 1]",
+                path.display(),
+                model.name
+            );
+        }
+        latencies.sort_by(f64::total_cmp);
+        anchors.push(Anchor {
+            name: format!("Concrete ML {}", model.name),
+            detail: format!(
+                "Concrete ML {} {}{} (simulated on {} images; {} encrypted, {} as simulated; keys {:.0} s)",
+                results.concrete_ml,
+                model.name,
+                model.pbs.map_or(String::new(), |p| format!(", {p} PBS")),
+                model.test_images,
+                latencies.len(),
+                model.encrypted_equal_to_simulated,
+                model.keygen_s
+            ),
+            accuracy: model.accuracy,
+            latency_s: latencies[latencies.len() / 2],
+        });
+    }
+    Ok((
+        anchors,
+        format!(
+            "Concrete ML: measured by bench/concrete-ml/measure.sh on {} ({}; {})",
+            results.measured,
+            results.machine,
+            path.display()
+        ),
+    ))
+}
+
+/// One model at one table width, measured.
+struct Point {
+    model: String,
+    lut_bits: u32,
+    parameter_set: String,
+    pbs: usize,
+    float: f64,
+    clear: f64,
+    simulate: f64,
+    latency: Duration,
+    benched: usize,
+    floor: Duration,
+    predicted_s: f64,
+}
+
+fn table(points: &[Point], anchors: &[Anchor], anchor_source: &str, command: &str) -> String {
+    let mut md = String::new();
+    writeln!(md, "# Accuracy against encrypted latency\n").unwrap();
+    writeln!(
+        md,
+        "Made by `{command}` on this 2-core machine. Plot: `frontier.svg`.\n"
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "Float, clear and simulate: the full MNIST test set. Latency: `hecnn bench`'s median over the first test images, really encrypted, both cores; floor: PBS x one PBS on one core / 2 cores; predicted: what `hecnn compile` reports (PBS x the calibrated cost of one read on this machine). Machines of this kind drift by up to 2x from day to day: compare rows of one run.\n"
+    )
+    .unwrap();
+    writeln!(md, "| model | table bits | PBS | parameter set | float | clear | simulate | latency | achieved / floor | predicted | predicted / measured |").unwrap();
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
+    for p in points {
+        let latency = p.latency.as_secs_f64();
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.2}% | {:.2}% | {:.2}% | {:.2} s (median of {}) | {:.2} | {:.2} s | {:.2} |",
+            p.model,
+            p.lut_bits,
+            p.pbs,
+            short_set(&p.parameter_set),
+            100.0 * p.float,
+            100.0 * p.clear,
+            100.0 * p.simulate,
+            latency,
+            p.benched,
+            latency / p.floor.as_secs_f64(),
+            p.predicted_s,
+            p.predicted_s / latency
+        )
+        .unwrap();
+    }
+    writeln!(md, "\n{anchor_source}:\n").unwrap();
+    writeln!(md, "| system | accuracy | latency |").unwrap();
+    writeln!(md, "|---|---|---|").unwrap();
+    for a in anchors {
+        writeln!(
+            md,
+            "| {} | {:.2}% | {:.1} s |",
+            a.detail,
+            100.0 * a.accuracy,
+            a.latency_s
+        )
+        .unwrap();
+    }
+    md
+}
+
+/// Simulated accuracy against latency (log scale): hecnn's points labelled by model and
+/// table width, Concrete ML's labelled by network, the two targets as crosses.
+fn plot(path: &Path, points: &[Point], anchors: &[Anchor]) -> Result<()> {
+    let latencies = points
+        .iter()
+        .map(|p| p.latency.as_secs_f64())
+        .chain(anchors.iter().map(|a| a.latency_s));
+    let (fastest, slowest) = latencies.fold((1.0f64, 5.0f64), |(lo, hi), l| (lo.min(l), hi.max(l)));
+    let lowest = points
+        .iter()
+        .map(|p| p.simulate)
+        .chain(anchors.iter().map(|a| a.accuracy))
+        .fold(0.98f64, f64::min);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 650)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "MNIST: simulated accuracy against encrypted latency per image (2 cores)",
+                ("sans-serif", 20),
+            )
+            .margin(20)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(
+                (fastest / 2.0..slowest * 2.0).log_scale(),
+                (100.0 * lowest - 0.5).floor()..100.0,
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc("latency per image (s, log scale)")
+            .y_desc("accuracy, simulated on the test set (%)")
+            .draw()?;
+        let label_style = ("sans-serif", 13).into_font();
+        let hecnn_color = BLUE.mix(0.9);
+        chart
+            .draw_series(points.iter().map(|p| {
+                let at = (p.latency.as_secs_f64(), 100.0 * p.simulate);
+                EmptyElement::at(at)
+                    + Circle::new((0, 0), 5, hecnn_color.filled())
+                    + Text::new(
+                        format!("{} {}b", p.model, p.lut_bits),
+                        (7, -14),
+                        label_style.clone(),
+                    )
+            }))?
+            .label("hecnn (model, table bits)")
+            .legend(move |(x, y)| Circle::new((x + 10, y), 5, hecnn_color.filled()));
+        let anchor_color = RED.mix(0.9);
+        chart
+            .draw_series(anchors.iter().map(|a| {
+                EmptyElement::at((a.latency_s, 100.0 * a.accuracy))
+                    + TriangleMarker::new((0, 0), 7, anchor_color.filled())
+                    + Text::new(a.name.clone(), (-200, 8), label_style.clone())
+            }))?
+            .label("Concrete ML")
+            .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, anchor_color.filled()));
+        chart
+            .draw_series(
+                [(1.0, 98.0), (5.0, 99.0)]
+                    .into_iter()
+                    .map(|target| Cross::new(target, 7, BLACK.stroke_width(2))),
+            )?
+            .label("targets: 98% at 1 s, 99% at 5 s")
+            .legend(|(x, y)| Cross::new((x + 10, y), 6, BLACK.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    write_atomic(path, svg.as_bytes())?;
+    Ok(())
+}
+
+pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating the experiment folder {}", args.dir.display()))?;
+    let (anchors, anchor_source) = anchors(&args.concrete_ml)?;
+    let source = DatasetSource::Mnist;
+    let test = source
+        .load(Split::Test)
+        .context("loading the MNIST test set")?;
+    let set = labelled(&test);
+    let benched = test.truncated(args.bench_images as usize);
+    let bench_images = labelled(&benched).images;
+    let command = format!(
+        "hecnn experiment frontier --models {} --lut-bits {} --activation {} --epochs {} --weight-bits {} --activation-bits {} --read-noise {} --accuracy-margin {} --bench-images {}",
+        args.models.join(","),
+        args.lut_bits
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        args.activation,
+        args.epochs,
+        args.weight_bits,
+        args.activation_bits,
+        args.read_noise,
+        args.accuracy_margin,
+        args.bench_images,
+    );
+    let quant = QuantSettings {
+        weight_bits: BitWidth::new(args.weight_bits)?,
+        activation_bits: BitWidth::new(args.activation_bits)?,
+    };
+    let options = CompileOptions {
+        accuracy_margin: Some(args.accuracy_margin / 100.0),
+        ..CompileOptions::default()
+    };
+    let mut points = Vec::new();
+    for model_name in &args.models {
+        for &bits in &args.lut_bits {
+            println!("\n== {model_name} with {bits}-bit tables");
+            let path = args.dir.join(format!("{model_name}-lut{bits}.json"));
+            if args.retrain || !path.exists() {
+                let config = TrainConfig {
+                    quant: Some(quant),
+                    circuit: Some(CircuitTraining {
+                        lut_bits: vec![LutBits::new(bits)?],
+                        read_noise: args.read_noise,
+                    }),
+                    epochs: args.epochs as usize,
+                    ..TrainConfig::new(
+                        Architecture::named(model_name)?,
+                        Activation::from_name(&args.activation, DEFAULT_RANGE, 4, "swish4")?,
+                    )
+                };
+                train_model(&TrainJob {
+                    config,
+                    source: source.clone(),
+                    validation: DEFAULT_VALIDATION_IMAGES,
+                    limit: None,
+                    checkpointing: Checkpointing::default(),
+                    output: path.clone(),
+                })?;
+            }
+            let model = load_model(&path)?;
+            let compiled = compile_model(&model, &options, &source, DEFAULT_CALIBRATION_IMAGES)
+                .with_context(|| format!("compiling {}", path.display()))?;
+            let file = &compiled.file;
+            let predict = |mode| mode_predictions(mode, Some(&model), Some(file), &set, 1);
+            let (float, clear, simulate) = (
+                predict(Mode::Float)?,
+                predict(Mode::Clear)?,
+                predict(Mode::Simulate)?,
+            );
+            // The compile report's own prediction, from the calibration it uses.
+            let (cost, _) = pbs_cost(compiled.report.parameter_set)?;
+            let bar = image_bar("encrypted", bench_images.len());
+            let report = bench(file, &bench_images, PBS_SAMPLES, &|_| {}, &|| bar.inc(1))?;
+            bar.finish_and_clear();
+            let point = Point {
+                model: model_name.clone(),
+                lut_bits: bits,
+                parameter_set: file.parameter_set.to_string(),
+                pbs: report.pbs,
+                float: accuracy(&float, &set.labels),
+                clear: accuracy(&clear, &set.labels),
+                simulate: accuracy(&simulate, &set.labels),
+                latency: report.median_latency(),
+                benched: bench_images.len(),
+                floor: report.floor(rayon::current_num_threads()),
+                predicted_s: report.pbs as f64 * cost.ms / 1e3,
+            };
+            println!(
+                "{} PBS on {}: float {:.2}%, clear {:.2}%, simulate {:.2}%, latency {:.2} s (predicted {:.2} s)",
+                point.pbs,
+                short_set(&point.parameter_set),
+                100.0 * point.float,
+                100.0 * point.clear,
+                100.0 * point.simulate,
+                point.latency.as_secs_f64(),
+                point.predicted_s
+            );
+            points.push(point);
+            // Written after every point, so that a long run leaves what it measured.
+            write_atomic(
+                &args.output,
+                table(&points, &anchors, &anchor_source, &command).as_bytes(),
+            )
+            .with_context(|| format!("writing {}", args.output.display()))?;
+        }
+    }
+    plot(&args.plot, &points, &anchors)
+        .with_context(|| format!("writing the plot {}", args.plot.display()))?;
+    println!("\n{}", table(&points, &anchors, &anchor_source, &command));
+    println!(
+        "table written to {}, plot to {}",
+        args.output.display(),
+        args.plot.display()
+    );
+    Ok(())
+}
