@@ -765,7 +765,7 @@ pub struct ExperimentActivationsArgs {
     #[arg(long, value_delimiter = ',', default_value = "paper-cnn,compact")]
     pub models: Vec<String>,
     /// Activations.
-    #[arg(long, value_delimiter = ',', default_value = "relu,square,swish4,quad-relu,kernel-relu2,kernel-relu2-weighted,kernel-relu2-jackson,poly",
+    #[arg(long, value_delimiter = ',', default_value = "relu,square,swish4,quad-relu,kernel-relu2,kernel-relu2-minimax,kernel-relu2-jackson,poly",
           value_parser = clap::builder::PossibleValuesParser::new(Activation::NAMES))]
     pub activations: Vec<String>,
     /// Training epochs per model (circuit-aware QAT): enough to rank, not to converge.

@@ -103,7 +103,9 @@ impl Site {
             workers: NonZeroUsize::new(1).unwrap(),
             key_cache: NonZeroUsize::new(2).unwrap(),
             keep_results: Duration::from_secs(60),
-            shutdown_grace: Duration::from_secs(30),
+            // Long enough for a job of these small circuits on a loaded 2-core machine:
+            // shutdown waits only until the running jobs' results are fetched.
+            shutdown_grace: Duration::from_secs(120),
             cluster: None,
         }
     }
@@ -631,9 +633,11 @@ fn with_a_cluster_the_workers_read_the_tables() {
     let nats = NatsServer::start();
     let site = Site::new(false);
     let workers = Workers::start(&nats.url, 2);
+    // A worker's first chunk waits for it to fetch and decompress the key (seconds on a
+    // loaded machine): the timeout counts from the last reply.
     let options = CoordinatorOptions {
         chunk_reads: 3,
-        timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(20),
         ..CoordinatorOptions::default()
     };
     let config = ServeConfig {
