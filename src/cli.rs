@@ -827,10 +827,12 @@ pub struct ExperimentFrontierArgs {
     /// Read noise (in table entries) injected in training.
     #[arg(long, default_value_t = 0.1)]
     pub read_noise: f64,
-    /// The compiler's set choice: the cheapest set whose simulated accuracy on the
-    /// calibration images is at most this many points below clear (as `hecnn compile`).
-    #[arg(long, default_value_t = 0.1, value_parser = parse_points)]
-    pub accuracy_margin: f64,
+    /// The compiler's set choice, one point per margin: the cheapest set whose simulated
+    /// accuracy on the calibration images is at most this many points below clear (0.1 as
+    /// `hecnn compile`; 100: the cheapest set meeting the error target). A margin that
+    /// picks a set already measured for the model adds no point.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,100", value_parser = parse_points)]
+    pub accuracy_margins: Vec<f64>,
     /// Test images benched encrypted per point (latency: their median).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub bench_images: u64,

@@ -8,11 +8,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES};
-use hecnn_compile::evaluate::accuracy;
+use hecnn_compile::compiler::{CompileOptions, Compiled, DEFAULT_CALIBRATION_IMAGES};
+use hecnn_compile::evaluate::{LabelledSet, accuracy};
 use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource, Split};
 use hecnn_model::activation::{Activation, DEFAULT_RANGE};
 use hecnn_model::io::{read_limited, write_atomic};
+use hecnn_model::model::ModelFile;
 use hecnn_model::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_runtime::bench;
 use hecnn_train::architecture::Architecture;
@@ -30,6 +31,8 @@ use crate::progress::image_bar;
 
 /// Largest Concrete ML results file read.
 const MAX_CONCRETE_ML_BYTES: u64 = 1 << 20;
+/// Approximate width of one character of the plot's 13-pixel labels, in pixels.
+const LABEL_CHAR_WIDTH: i32 = 7;
 /// Single-core PBS timed per row for the floor.
 const PBS_SAMPLES: usize = 20;
 
@@ -147,7 +150,17 @@ fn anchors(path: &Path) -> Result<(Vec<Anchor>, String)> {
     ))
 }
 
-/// One model at one table width, measured.
+/// `V1_6_PARAM_MESSAGE_3_CARRY_1_KS_PBS_GAUSSIAN_2M128` -> `3_1`: which set a plot point
+/// ran on, short enough for a label.
+fn set_prefix(name: &str) -> String {
+    short_set(name)
+        .split(' ')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// One model at one table width on one parameter set, measured.
 struct Point {
     model: String,
     lut_bits: u32,
@@ -250,13 +263,20 @@ fn plot(path: &Path, points: &[Point], anchors: &[Anchor]) -> Result<()> {
         let label_style = ("sans-serif", 13).into_font();
         let hecnn_color = BLUE.mix(0.9);
         chart
-            .draw_series(points.iter().map(|p| {
+            .draw_series(points.iter().enumerate().map(|(i, p)| {
                 let at = (p.latency.as_secs_f64(), 100.0 * p.simulate);
+                // Above and below in turn, so that neighbours' labels do not overlap.
+                let dy = if i % 2 == 0 { -16 } else { 6 };
                 EmptyElement::at(at)
                     + Circle::new((0, 0), 5, hecnn_color.filled())
                     + Text::new(
-                        format!("{} {}b", p.model, p.lut_bits),
-                        (7, -14),
+                        format!(
+                            "{} {}b {}",
+                            p.model,
+                            p.lut_bits,
+                            set_prefix(&p.parameter_set)
+                        ),
+                        (7, dy),
                         label_style.clone(),
                     )
             }))?
@@ -267,7 +287,13 @@ fn plot(path: &Path, points: &[Point], anchors: &[Anchor]) -> Result<()> {
             .draw_series(anchors.iter().map(|a| {
                 EmptyElement::at((a.latency_s, 100.0 * a.accuracy))
                     + TriangleMarker::new((0, 0), 7, anchor_color.filled())
-                    + Text::new(a.name.clone(), (-200, 8), label_style.clone())
+                    + Text::new(
+                        a.name.clone(),
+                        // Centred under the marker: the anchors sit at the slow end of the
+                        // axis, where a label to the right would leave the plot.
+                        (-(a.name.len() as i32) * LABEL_CHAR_WIDTH / 2, 10),
+                        label_style.clone(),
+                    )
             }))?
             .label("Concrete ML")
             .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, anchor_color.filled()));
@@ -291,6 +317,60 @@ fn plot(path: &Path, points: &[Point], anchors: &[Anchor]) -> Result<()> {
     Ok(())
 }
 
+/// The test set, and the images benched encrypted.
+struct TestImages<'a> {
+    all: LabelledSet<'a>,
+    benched: Vec<&'a [u8]>,
+}
+
+/// One point: float, clear and simulate accuracy on the full test set, the compile
+/// report's predicted latency (calibrated on this machine, as `hecnn compile` reports it),
+/// and `hecnn bench`'s measured one.
+fn measure(
+    model_name: &str,
+    lut_bits: u32,
+    model: &ModelFile,
+    compiled: &Compiled,
+    images: &TestImages,
+) -> Result<Point> {
+    let file = &compiled.file;
+    let set = &images.all;
+    let predict = |mode| mode_predictions(mode, Some(model), Some(file), set, 1);
+    let (float, clear, simulate) = (
+        predict(Mode::Float)?,
+        predict(Mode::Clear)?,
+        predict(Mode::Simulate)?,
+    );
+    let (cost, _) = pbs_cost(compiled.report.parameter_set)?;
+    let bar = image_bar("encrypted", images.benched.len());
+    let report = bench(file, &images.benched, PBS_SAMPLES, &|_| {}, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    let point = Point {
+        model: model_name.to_string(),
+        lut_bits,
+        parameter_set: file.parameter_set.to_string(),
+        pbs: report.pbs,
+        float: accuracy(&float, &set.labels),
+        clear: accuracy(&clear, &set.labels),
+        simulate: accuracy(&simulate, &set.labels),
+        latency: report.median_latency(),
+        benched: images.benched.len(),
+        floor: report.floor(rayon::current_num_threads()),
+        predicted_s: report.pbs as f64 * cost.ms / 1e3,
+    };
+    println!(
+        "{} PBS on {}: float {:.2}%, clear {:.2}%, simulate {:.2}%, latency {:.2} s (predicted {:.2} s)",
+        point.pbs,
+        short_set(&point.parameter_set),
+        100.0 * point.float,
+        100.0 * point.clear,
+        100.0 * point.simulate,
+        point.latency.as_secs_f64(),
+        point.predicted_s
+    );
+    Ok(point)
+}
+
 pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating the experiment folder {}", args.dir.display()))?;
@@ -299,11 +379,13 @@ pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
     let test = source
         .load(Split::Test)
         .context("loading the MNIST test set")?;
-    let set = labelled(&test);
     let benched = test.truncated(args.bench_images as usize);
-    let bench_images = labelled(&benched).images;
+    let set_images = TestImages {
+        all: labelled(&test),
+        benched: labelled(&benched).images,
+    };
     let command = format!(
-        "hecnn experiment frontier --models {} --lut-bits {} --activation {} --epochs {} --weight-bits {} --activation-bits {} --read-noise {} --accuracy-margin {} --bench-images {}",
+        "hecnn experiment frontier --models {} --lut-bits {} --activation {} --epochs {} --weight-bits {} --activation-bits {} --read-noise {} --accuracy-margins {} --bench-images {}",
         args.models.join(","),
         args.lut_bits
             .iter()
@@ -315,16 +397,16 @@ pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
         args.weight_bits,
         args.activation_bits,
         args.read_noise,
-        args.accuracy_margin,
+        args.accuracy_margins
+            .iter()
+            .map(f64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         args.bench_images,
     );
     let quant = QuantSettings {
         weight_bits: BitWidth::new(args.weight_bits)?,
         activation_bits: BitWidth::new(args.activation_bits)?,
-    };
-    let options = CompileOptions {
-        accuracy_margin: Some(args.accuracy_margin / 100.0),
-        ..CompileOptions::default()
     };
     let mut points = Vec::new();
     for model_name in &args.models {
@@ -354,50 +436,29 @@ pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
                 })?;
             }
             let model = load_model(&path)?;
-            let compiled = compile_model(&model, &options, &source, DEFAULT_CALIBRATION_IMAGES)
-                .with_context(|| format!("compiling {}", path.display()))?;
-            let file = &compiled.file;
-            let predict = |mode| mode_predictions(mode, Some(&model), Some(file), &set, 1);
-            let (float, clear, simulate) = (
-                predict(Mode::Float)?,
-                predict(Mode::Clear)?,
-                predict(Mode::Simulate)?,
-            );
-            // The compile report's own prediction, from the calibration it uses.
-            let (cost, _) = pbs_cost(compiled.report.parameter_set)?;
-            let bar = image_bar("encrypted", bench_images.len());
-            let report = bench(file, &bench_images, PBS_SAMPLES, &|_| {}, &|| bar.inc(1))?;
-            bar.finish_and_clear();
-            let point = Point {
-                model: model_name.clone(),
-                lut_bits: bits,
-                parameter_set: file.parameter_set.to_string(),
-                pbs: report.pbs,
-                float: accuracy(&float, &set.labels),
-                clear: accuracy(&clear, &set.labels),
-                simulate: accuracy(&simulate, &set.labels),
-                latency: report.median_latency(),
-                benched: bench_images.len(),
-                floor: report.floor(rayon::current_num_threads()),
-                predicted_s: report.pbs as f64 * cost.ms / 1e3,
-            };
-            println!(
-                "{} PBS on {}: float {:.2}%, clear {:.2}%, simulate {:.2}%, latency {:.2} s (predicted {:.2} s)",
-                point.pbs,
-                short_set(&point.parameter_set),
-                100.0 * point.float,
-                100.0 * point.clear,
-                100.0 * point.simulate,
-                point.latency.as_secs_f64(),
-                point.predicted_s
-            );
-            points.push(point);
-            // Written after every point, so that a long run leaves what it measured.
-            write_atomic(
-                &args.output,
-                table(&points, &anchors, &anchor_source, &command).as_bytes(),
-            )
-            .with_context(|| format!("writing {}", args.output.display()))?;
+            let mut measured_sets = Vec::new();
+            for &margin in &args.accuracy_margins {
+                let options = CompileOptions {
+                    accuracy_margin: Some(margin / 100.0),
+                    ..CompileOptions::default()
+                };
+                let compiled = compile_model(&model, &options, &source, DEFAULT_CALIBRATION_IMAGES)
+                    .with_context(|| format!("compiling {}", path.display()))?;
+                let set = compiled.report.parameter_set;
+                if measured_sets.contains(&set) {
+                    println!("margin {margin} points: {set} again, measured above");
+                    continue;
+                }
+                measured_sets.push(set);
+                let point = measure(model_name, bits, &model, &compiled, &set_images)?;
+                points.push(point);
+                // Written after every point, so that a long run leaves what it measured.
+                write_atomic(
+                    &args.output,
+                    table(&points, &anchors, &anchor_source, &command).as_bytes(),
+                )
+                .with_context(|| format!("writing {}", args.output.display()))?;
+            }
         }
     }
     plot(&args.plot, &points, &anchors)
