@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod measure;
 mod pipeline;
+mod plot;
 mod progress;
 
 use std::process::ExitCode;

@@ -6,6 +6,7 @@ use hecnn_model::activation::{Activation, normal_pdf, smoothed_relu};
 use plotters::prelude::*;
 
 use crate::cli::ActivationsArgs;
+use crate::plot::{legend, write_svg};
 
 /// Points of the comparison grid on `[-R, R]`.
 const GRID: usize = 2001;
@@ -84,12 +85,8 @@ pub fn run(args: &ActivationsArgs) -> Result<()> {
 fn plot(path: &std::path::Path, r: f64, curves: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
     let (y_min, y_max) = (-1.0, r + 1.0);
     let inside = |y: f64| (y_min..=y_max).contains(&y);
-    // The SVG is rendered in memory and written atomically.
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
+    write_svg(path, (900, 600), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(
                 format!("HE-friendly activations vs ReLU on [-{r}, {r}]"),
                 ("sans-serif", 22),
@@ -135,14 +132,6 @@ fn plot(path: &std::path::Path, r: f64, curves: &[(String, Vec<(f64, f64)>)]) ->
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-    }
-    hecnn_model::io::write_atomic(path, svg.as_bytes())?;
-    Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
+    })
 }

@@ -22,6 +22,7 @@ use plotters::prelude::*;
 use crate::cli::{ExperimentActivationsArgs, Mode};
 use crate::measure::{encrypted_predictions, mode_predictions};
 use crate::pipeline::{TrainJob, compile_model, labelled, load_model, train_model};
+use crate::plot::{legend, write_svg};
 
 use super::short_set;
 
@@ -133,11 +134,8 @@ fn plot(path: &Path, rows: &[Row], activations: &[String]) -> Result<()> {
         m
     };
     let series = (models.len() * MODES.len()) as f64;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (1000, 600)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
+    write_svg(path, (1000, 600), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(
                 "Test accuracy by activation (circuit-aware QAT; mean and range over seeds)",
                 ("sans-serif", 20),
@@ -189,16 +187,8 @@ fn plot(path: &Path, rows: &[Row], activations: &[String]) -> Result<()> {
                 )?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-    }
-    hecnn_model::io::write_atomic(path, svg.as_bytes())?;
-    Ok(())
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
 }
 
 pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {

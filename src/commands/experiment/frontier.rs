@@ -27,6 +27,7 @@ use crate::calibration::pbs_cost;
 use crate::cli::{ExperimentFrontierArgs, Mode};
 use crate::measure::mode_predictions;
 use crate::pipeline::{TrainJob, compile_model, labelled, load_model, train_model};
+use crate::plot::{legend, write_svg};
 use crate::progress::image_bar;
 
 /// Largest Concrete ML results file read.
@@ -239,11 +240,8 @@ fn plot(path: &Path, points: &[Point], anchors: &[Anchor]) -> Result<()> {
         .map(|p| p.simulate)
         .chain(anchors.iter().map(|a| a.accuracy))
         .fold(0.98f64, f64::min);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (1000, 650)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
+    write_svg(path, (1000, 650), |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(
                 "MNIST: simulated accuracy against encrypted latency per image (2 cores)",
                 ("sans-serif", 20),
@@ -305,16 +303,8 @@ fn plot(path: &Path, points: &[Point], anchors: &[Anchor]) -> Result<()> {
             )?
             .label("targets: 98% at 1 s, 99% at 5 s")
             .legend(|(x, y)| Cross::new((x + 10, y), 6, BLACK.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
-        root.present()?;
-    }
-    write_atomic(path, svg.as_bytes())?;
-    Ok(())
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
 }
 
 /// The test set, and the images benched encrypted.
