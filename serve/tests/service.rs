@@ -311,12 +311,14 @@ fn wait_for_result(client: &ServiceClient, id: &JobId) -> Vec<u8> {
     }
 }
 
-/// Classes equal but for at most 3% (reads one entry off, on images near a box edge).
+/// Classes equal but for at most 10%: reads land one entry off on images near a box edge
+/// (about 1-2% of images for these small circuits, so 2 of 40 happens: 3% was flaky), while
+/// a wrong key, circuit or result order disagrees on about 90%.
 fn assert_agrees(found: &[usize], expected: &[usize]) {
     assert_eq!(found.len(), expected.len());
     let differing = found.iter().zip(expected).filter(|(a, b)| a != b).count();
     assert!(
-        differing * 100 <= 3 * found.len(),
+        differing * 100 <= 10 * found.len(),
         "{differing} of {} differ",
         found.len()
     );

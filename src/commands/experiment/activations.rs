@@ -10,28 +10,21 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES};
 use hecnn_compile::evaluate::{accuracy, agreement};
-use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource, Split};
+use hecnn_datasets::{DatasetSource, Split};
 use hecnn_model::activation::{Activation, DEFAULT_RANGE};
 use hecnn_model::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_runtime::median;
 use hecnn_train::architecture::Architecture;
 use hecnn_train::network::{CircuitTraining, DEFAULT_READ_NOISE};
-use hecnn_train::trainer::{Checkpointing, TrainConfig};
+use hecnn_train::trainer::TrainConfig;
 use plotters::prelude::*;
 
-use crate::cli::{ExperimentActivationsArgs, Mode};
-use crate::measure::{encrypted_predictions, mode_predictions};
-use crate::pipeline::{TrainJob, compile_model, labelled, load_model, train_model};
+use crate::cli::ExperimentActivationsArgs;
+use crate::measure::encrypted_predictions;
+use crate::pipeline::{compile_model, labelled};
 use crate::plot::{legend, write_svg};
 
-use super::short_set;
-
-/// Accuracies of one trained and compiled model (one seed).
-struct SeedAccuracy {
-    float: f64,
-    clear: f64,
-    simulate: f64,
-}
+use super::{Accuracies, short_set, trained_model};
 
 /// One measured (architecture, activation): every seed's accuracies, and the first seed's
 /// circuit run encrypted.
@@ -41,7 +34,7 @@ struct Row {
     lut_bits: String,
     parameter_set: String,
     pbs: usize,
-    seeds: Vec<SeedAccuracy>,
+    seeds: Vec<Accuracies>,
     encrypted: f64,
     encrypted_images: usize,
     agreement_with_clear: f64,
@@ -49,7 +42,7 @@ struct Row {
 }
 
 /// One accuracy of a seed.
-type SeedValue = fn(&SeedAccuracy) -> f64;
+type SeedValue = fn(&Accuracies) -> f64;
 
 /// The three accuracies every seed has, with their names.
 const MODES: [(&str, SeedValue); 3] = [
@@ -245,8 +238,8 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
                 let path = args
                     .dir
                     .join(format!("{model_name}-{activation}-seed{seed}.json"));
-                if args.retrain || !path.exists() {
-                    let config = TrainConfig {
+                let model = trained_model(&path, args.retrain, || {
+                    Ok(TrainConfig {
                         quant: Some(QuantSettings {
                             weight_bits: four,
                             activation_bits: five,
@@ -261,31 +254,12 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
                             Architecture::named(model_name)?,
                             Activation::from_name(activation, DEFAULT_RANGE, 4, "swish4")?,
                         )
-                    };
-                    train_model(&TrainJob {
-                        config,
-                        source: source.clone(),
-                        validation: DEFAULT_VALIDATION_IMAGES,
-                        limit: None,
-                        checkpointing: Checkpointing::default(),
-                        output: path.clone(),
-                    })?;
-                }
-                let model = load_model(&path)?;
+                    })
+                })?;
                 let compiled = compile_model(&model, &options, &source, DEFAULT_CALIBRATION_IMAGES)
                     .with_context(|| format!("compiling {}", path.display()))?;
                 let file = compiled.file;
-                let predict = |mode| mode_predictions(mode, Some(&model), Some(&file), &set, 1);
-                let (float, clear, simulate) = (
-                    predict(Mode::Float)?,
-                    predict(Mode::Clear)?,
-                    predict(Mode::Simulate)?,
-                );
-                let measured = SeedAccuracy {
-                    float: accuracy(&float, &set.labels),
-                    clear: accuracy(&clear, &set.labels),
-                    simulate: accuracy(&simulate, &set.labels),
-                };
+                let (measured, clear) = Accuracies::measure(&model, &file, &set)?;
                 println!(
                     "float {:.2}%, clear {:.2}%, simulate {:.2}%",
                     100.0 * measured.float,

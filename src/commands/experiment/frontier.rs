@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hecnn_compile::compiler::{CompileOptions, Compiled, DEFAULT_CALIBRATION_IMAGES};
-use hecnn_compile::evaluate::{LabelledSet, accuracy};
-use hecnn_datasets::{DEFAULT_VALIDATION_IMAGES, DatasetSource, Split};
+use hecnn_compile::evaluate::LabelledSet;
+use hecnn_datasets::{DatasetSource, Split};
 use hecnn_model::activation::{Activation, DEFAULT_RANGE};
 use hecnn_model::io::{read_limited, write_atomic};
 use hecnn_model::model::ModelFile;
@@ -18,15 +18,14 @@ use hecnn_model::quantize::{BitWidth, LutBits, QuantSettings};
 use hecnn_runtime::bench;
 use hecnn_train::architecture::Architecture;
 use hecnn_train::network::CircuitTraining;
-use hecnn_train::trainer::{Checkpointing, TrainConfig};
+use hecnn_train::trainer::TrainConfig;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use super::short_set;
+use super::{Accuracies, short_set, trained_model};
 use crate::calibration::pbs_cost;
-use crate::cli::{ExperimentFrontierArgs, Mode};
-use crate::measure::mode_predictions;
-use crate::pipeline::{TrainJob, compile_model, labelled, load_model, train_model};
+use crate::cli::ExperimentFrontierArgs;
+use crate::pipeline::{compile_model, labelled};
 use crate::plot::{legend, write_svg};
 use crate::progress::image_bar;
 
@@ -79,7 +78,9 @@ struct Anchor {
     name: String,
     /// Everything known of it, for the table.
     detail: String,
+    /// Accuracy on the test set, as a fraction.
     accuracy: f64,
+    /// Median latency per image, seconds.
     latency_s: f64,
 }
 
@@ -116,9 +117,12 @@ fn anchors(path: &Path) -> Result<(Vec<Anchor>, String)> {
     let mut anchors = Vec::new();
     for model in &results.models {
         let mut latencies = model.latencies_s.clone();
-        if latencies.is_empty() || !(0.0..=1.0).contains(&model.accuracy) {
+        if latencies.is_empty()
+            || latencies.iter().any(|l| *l <= 0.0 || !l.is_finite())
+            || !(0.0..=1.0).contains(&model.accuracy)
+        {
             anyhow::bail!(
-                "{}: {} has no latency or an accuracy outside [0, 1]",
+                "{}: {} needs positive latencies and an accuracy in [0, 1]",
                 path.display(),
                 model.name
             );
@@ -167,9 +171,7 @@ struct Point {
     lut_bits: u32,
     parameter_set: String,
     pbs: usize,
-    float: f64,
-    clear: f64,
-    simulate: f64,
+    accuracies: Accuracies,
     latency: Duration,
     benched: usize,
     floor: Duration,
@@ -200,9 +202,9 @@ fn table(points: &[Point], anchors: &[Anchor], anchor_source: &str, command: &st
             p.lut_bits,
             p.pbs,
             short_set(&p.parameter_set),
-            100.0 * p.float,
-            100.0 * p.clear,
-            100.0 * p.simulate,
+            100.0 * p.accuracies.float,
+            100.0 * p.accuracies.clear,
+            100.0 * p.accuracies.simulate,
             latency,
             p.benched,
             latency / p.floor.as_secs_f64(),
@@ -237,7 +239,7 @@ fn plot(path: &Path, points: &[Point], anchors: &[Anchor]) -> Result<()> {
     let (fastest, slowest) = latencies.fold((1.0f64, 5.0f64), |(lo, hi), l| (lo.min(l), hi.max(l)));
     let lowest = points
         .iter()
-        .map(|p| p.simulate)
+        .map(|p| p.accuracies.simulate)
         .chain(anchors.iter().map(|a| a.accuracy))
         .fold(0.98f64, f64::min);
     write_svg(path, (1000, 650), |root| {
@@ -262,7 +264,7 @@ fn plot(path: &Path, points: &[Point], anchors: &[Anchor]) -> Result<()> {
         let hecnn_color = BLUE.mix(0.9);
         chart
             .draw_series(points.iter().enumerate().map(|(i, p)| {
-                let at = (p.latency.as_secs_f64(), 100.0 * p.simulate);
+                let at = (p.latency.as_secs_f64(), 100.0 * p.accuracies.simulate);
                 // Above and below in turn, so that neighbours' labels do not overlap.
                 let dy = if i % 2 == 0 { -16 } else { 6 };
                 EmptyElement::at(at)
@@ -325,12 +327,7 @@ fn measure(
 ) -> Result<Point> {
     let file = &compiled.file;
     let set = &images.all;
-    let predict = |mode| mode_predictions(mode, Some(model), Some(file), set, 1);
-    let (float, clear, simulate) = (
-        predict(Mode::Float)?,
-        predict(Mode::Clear)?,
-        predict(Mode::Simulate)?,
-    );
+    let (accuracies, _) = Accuracies::measure(model, file, set)?;
     let (cost, _) = pbs_cost(compiled.report.parameter_set)?;
     let bar = image_bar("encrypted", images.benched.len());
     let report = bench(file, &images.benched, PBS_SAMPLES, &|_| {}, &|| bar.inc(1))?;
@@ -340,9 +337,7 @@ fn measure(
         lut_bits,
         parameter_set: file.parameter_set.to_string(),
         pbs: report.pbs,
-        float: accuracy(&float, &set.labels),
-        clear: accuracy(&clear, &set.labels),
-        simulate: accuracy(&simulate, &set.labels),
+        accuracies,
         latency: report.median_latency(),
         benched: images.benched.len(),
         floor: report.floor(rayon::current_num_threads()),
@@ -352,9 +347,9 @@ fn measure(
         "{} PBS on {}: float {:.2}%, clear {:.2}%, simulate {:.2}%, latency {:.2} s (predicted {:.2} s)",
         point.pbs,
         short_set(&point.parameter_set),
-        100.0 * point.float,
-        100.0 * point.clear,
-        100.0 * point.simulate,
+        100.0 * point.accuracies.float,
+        100.0 * point.accuracies.clear,
+        100.0 * point.accuracies.simulate,
         point.latency.as_secs_f64(),
         point.predicted_s
     );
@@ -403,8 +398,8 @@ pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
         for &bits in &args.lut_bits {
             println!("\n== {model_name} with {bits}-bit tables");
             let path = args.dir.join(format!("{model_name}-lut{bits}.json"));
-            if args.retrain || !path.exists() {
-                let config = TrainConfig {
+            let model = trained_model(&path, args.retrain, || {
+                Ok(TrainConfig {
                     quant: Some(quant),
                     circuit: Some(CircuitTraining {
                         lut_bits: vec![LutBits::new(bits)?],
@@ -415,17 +410,8 @@ pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
                         Architecture::named(model_name)?,
                         Activation::from_name(&args.activation, DEFAULT_RANGE, 4, "swish4")?,
                     )
-                };
-                train_model(&TrainJob {
-                    config,
-                    source: source.clone(),
-                    validation: DEFAULT_VALIDATION_IMAGES,
-                    limit: None,
-                    checkpointing: Checkpointing::default(),
-                    output: path.clone(),
-                })?;
-            }
-            let model = load_model(&path)?;
+                })
+            })?;
             let mut measured_sets = Vec::new();
             for &margin in &args.accuracy_margins {
                 let options = CompileOptions {
