@@ -24,7 +24,7 @@ use crate::measure::encrypted_predictions;
 use crate::pipeline::{compile_model, labelled};
 use crate::plot::{legend, write_svg};
 
-use super::{Accuracies, short_set, trained_model};
+use super::{Accuracies, comma_list, short_set, trained_model};
 
 /// One measured (architecture, activation): every seed's accuracies, and the first seed's
 /// circuit run encrypted.
@@ -211,11 +211,7 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
         args.epochs,
         args.seeds,
         args.encrypted_images,
-        args.lut_bits
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        comma_list(&args.lut_bits),
         args.p_error
     );
     // Compiled on the grids the models were trained on.

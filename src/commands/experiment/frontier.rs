@@ -22,7 +22,7 @@ use hecnn_train::trainer::TrainConfig;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use super::{Accuracies, short_set, trained_model};
+use super::{Accuracies, comma_list, short_set, trained_model};
 use crate::calibration::pbs_cost;
 use crate::cli::ExperimentFrontierArgs;
 use crate::pipeline::{compile_model, labelled};
@@ -372,21 +372,13 @@ pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
     let command = format!(
         "hecnn experiment frontier --models {} --lut-bits {} --activation {} --epochs {} --weight-bits {} --activation-bits {} --read-noise {} --accuracy-margins {} --bench-images {}",
         args.models.join(","),
-        args.lut_bits
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        comma_list(&args.lut_bits),
         args.activation,
         args.epochs,
         args.weight_bits,
         args.activation_bits,
         args.read_noise,
-        args.accuracy_margins
-            .iter()
-            .map(f64::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        comma_list(&args.accuracy_margins),
         args.bench_images,
     );
     let quant = QuantSettings {
