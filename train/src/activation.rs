@@ -16,6 +16,14 @@ use crate::quant::{fake_quantize_output, fake_read_grid};
 /// running statistics.
 const RANGE_MOMENTUM: f64 = 0.1;
 
+/// How fast a read grid's tracked extreme decays toward a batch's when the batch stays
+/// inside it: `hi <- max(hi_batch, (1 - d) hi + d hi_batch)` (and `lo` alike), so the
+/// extreme of about the last `1 / d` batches holds. An average of batch extremes (as
+/// [`RANGE_MOMENTUM`] tracks outputs) sits inside the data's extremes when a channel gives
+/// few values per batch (a dense channel: one per image): test inputs beyond it wrap in the
+/// circuit's negacyclic table but clamp in training, and float and clear disagree.
+const GRID_EXTREME_DECAY: f64 = 0.01;
+
 /// An activation layer, with learnable coefficients for `poly` and, in quantisation-aware
 /// training, fake quantisation of its outputs over a running range.
 #[derive(Module, Debug)]
@@ -96,8 +104,8 @@ impl GridState {
     }
 
     /// Tracks the per-channel range of `z` `[batch, channels, ...]`: widened by
-    /// [`CALIBRATION_MARGIN`] of its span each side, then a running average (the first
-    /// batch sets it).
+    /// [`CALIBRATION_MARGIN`] of its span each side, then a decaying extreme
+    /// ([`GRID_EXTREME_DECAY`]; the first batch sets it).
     fn track<const D: usize>(&self, z: &Tensor<D>) {
         let channels = z.dims()[1];
         let per_channel: Tensor<2> = z
@@ -110,21 +118,23 @@ impl GridState {
         let margin = (batch_hi.clone() - batch_lo.clone()).mul_scalar(CALIBRATION_MARGIN as f32);
         let (batch_lo, batch_hi) = (batch_lo - margin.clone(), batch_hi + margin);
         let device = self.lo.value_sync().device();
-        let fresh = !self.ready();
-        let blend = |state: &RunningState<Tensor<1>>, batch: Tensor<1>| {
-            let batch = Tensor::from_data(batch.into_data(), &device);
-            let value = if fresh {
-                batch
-            } else {
-                state
-                    .value_sync()
-                    .mul_scalar(1.0 - RANGE_MOMENTUM)
-                    .add(batch.mul_scalar(RANGE_MOMENTUM))
-            };
-            state.update(value);
+        let on_device = |t: Tensor<1>| Tensor::<1>::from_data(t.into_data(), &device);
+        let (batch_lo, batch_hi) = (on_device(batch_lo), on_device(batch_hi));
+        if !self.ready() {
+            self.lo.update(batch_lo);
+            self.hi.update(batch_hi);
+            return;
+        }
+        let toward = |state: &RunningState<Tensor<1>>, batch: &Tensor<1>| {
+            state
+                .value_sync()
+                .mul_scalar(1.0 - GRID_EXTREME_DECAY)
+                .add(batch.clone().mul_scalar(GRID_EXTREME_DECAY))
         };
-        blend(&self.lo, batch_lo);
-        blend(&self.hi, batch_hi);
+        self.lo
+            .update(batch_lo.clone().min_pair(toward(&self.lo, &batch_lo)));
+        self.hi
+            .update(batch_hi.clone().max_pair(toward(&self.hi, &batch_hi)));
     }
 
     /// The grid as the model file records it.
@@ -477,6 +487,45 @@ mod tests {
                 "{x}: {y} vs {expected}"
             );
         }
+    }
+
+    /// A channel that gives one value per image (a dense layer's) keeps a rare extreme in
+    /// its grid, decaying at [`GRID_EXTREME_DECAY`] per batch, so later inputs as large
+    /// read the grid's edge instead of wrapping in the circuit.
+    #[test]
+    fn read_grid_holds_a_rare_extreme() {
+        let device = Device::flex().autodiff();
+        let settings = GridSettings {
+            lut_bits: LutBits::new(4).unwrap(),
+            read_noise: 0.0,
+        };
+        let layer =
+            ActivationLayer::with_grid(&Activation::Relu, None, Some((settings, 1)), &device);
+        let batch = |hi: f32| Tensor::<2>::from_floats([[0.0], [hi]], &device);
+        layer.forward(batch(1.0));
+        layer.forward(batch(10.0));
+        let quiet_batches = 20;
+        for _ in 0..quiet_batches {
+            layer.forward(batch(1.0));
+        }
+        let grid = layer.input_grid.as_ref().unwrap();
+        let value =
+            |state: &RunningState<Tensor<1>>| f64::from(state.value_sync().into_scalar::<f32>());
+        // Batch ranges widened by the margin: [-1, 11] for the outlier, [-0.1, 1.1] after.
+        let kept = (1.0 - GRID_EXTREME_DECAY).powi(quiet_batches);
+        let margin = CALIBRATION_MARGIN;
+        let expected_hi = (1.0 + margin) + (10.0 * (1.0 + margin) - (1.0 + margin)) * kept;
+        let expected_lo = -margin + (-10.0 * margin + margin) * kept;
+        assert!(
+            (value(&grid.hi) - expected_hi).abs() < 1e-3,
+            "{}",
+            value(&grid.hi)
+        );
+        assert!(
+            (value(&grid.lo) - expected_lo).abs() < 1e-3,
+            "{}",
+            value(&grid.lo)
+        );
     }
 
     #[test]
