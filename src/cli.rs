@@ -148,9 +148,10 @@ pub struct TrainArgs {
     /// Quantisation-aware training (fake-quantised weights and activation outputs).
     #[arg(long)]
     pub qat: bool,
-    /// Weight width in QAT (the first layer, which reads the image, keeps 8 bits).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
-    pub weight_bits: u8,
+    /// Weight width in QAT (one width, or one per weight layer after the first: `6,4`,
+    /// the last repeating); the first layer, which reads the image, keeps 8 bits.
+    #[arg(long, default_value = "4", value_parser = parse_weight_widths)]
+    pub weight_bits: WeightWidths,
     /// Activation output width in QAT.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=8))]
     pub activation_bits: u8,
@@ -239,18 +240,34 @@ pub enum LutChoice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LutWidths(pub Vec<LutBits>);
 
-/// Table widths written `5` or `4,5`.
-fn parse_lut_widths(text: &str) -> Result<LutWidths, String> {
+/// Weight widths, one per weight layer after the first (the last repeating).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightWidths(pub Vec<BitWidth>);
+
+/// Widths written `5` or `4,5`, each part checked by `width`.
+fn parse_widths<N: std::str::FromStr, W>(
+    text: &str,
+    width: impl Fn(N) -> Result<W, OutOfRange>,
+) -> Result<Vec<W>, String> {
     text.split(',')
         .map(|part| {
-            let bits: u32 = part
+            let bits: N = part
                 .trim()
                 .parse()
                 .map_err(|_| format!("expected a number of bits, not {part:?}"))?;
-            LutBits::new(bits).map_err(|e| e.to_string())
+            width(bits).map_err(|e| e.to_string())
         })
-        .collect::<Result<_, _>>()
-        .map(LutWidths)
+        .collect()
+}
+
+/// Table widths written `5` or `4,5`.
+fn parse_lut_widths(text: &str) -> Result<LutWidths, String> {
+    parse_widths(text, LutBits::new).map(LutWidths)
+}
+
+/// Weight widths written `6` or `6,4`.
+fn parse_weight_widths(text: &str) -> Result<WeightWidths, String> {
+    parse_widths(text, BitWidth::new).map(WeightWidths)
 }
 
 fn parse_lut_choice(text: &str) -> Result<LutChoice, String> {

@@ -67,10 +67,10 @@ pub fn train_model(job: &TrainJob) -> Result<ModelFile> {
         source,
         train_set.len(),
         validation.len(),
-        match config.quant {
+        match &config.quant {
             Some(q) => format!(
                 ", QAT: {}-bit weights, {}-bit activations",
-                q.weight_bits.bits(),
+                comma_list(&q.weight_bits),
                 q.activation_bits.bits()
             ),
             None => String::new(),
@@ -78,11 +78,7 @@ pub fn train_model(job: &TrainJob) -> Result<ModelFile> {
         match &config.circuit {
             Some(c) => format!(
                 ", tables of {} bits read with noise {} entries",
-                c.lut_bits
-                    .iter()
-                    .map(|b| b.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                comma_list(&c.lut_bits),
                 c.read_noise
             ),
             None => String::new(),
@@ -291,4 +287,13 @@ pub fn labelled(data: &LabelledImages) -> LabelledSet<'_> {
         images: (0..data.len()).map(|i| data.image(i)).collect(),
         labels: data.labels.iter().map(|&l| usize::from(l)).collect(),
     }
+}
+
+/// `values` as the command line takes a list: `4,5`.
+pub fn comma_list<T: std::fmt::Display>(values: &[T]) -> String {
+    values
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -308,6 +308,7 @@ fn bad_input_gives_clear_errors() {
 
     fails_with(&["train", "--lr", "0", "--limit", "10"], &["--lr"]);
     fails_with(&["train", "--weight-bits", "12"], &["12"]);
+    fails_with(&["train", "--weight-bits", "6,x"], &["\"x\""]);
     fails_with(&["train", "--activation", "tanh"], &["tanh"]);
     fails_with(&["train", "--range=-1", "--limit", "10"], &["range -1"]);
     fails_with(

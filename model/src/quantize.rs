@@ -148,13 +148,33 @@ impl fmt::Display for LutBits {
 }
 
 /// Quantisation settings of a model: what QAT simulated, what the compiler must use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuantSettings {
-    /// Width of conv and dense weights, per-channel symmetric.
-    pub weight_bits: BitWidth,
+    /// Widths of conv and dense weights (per-channel symmetric), one per weight layer after
+    /// the first (which reads the image and keeps its own width), the last repeating.
+    pub weight_bits: Vec<BitWidth>,
     /// Width of activation outputs (the next layer's integer inputs).
     pub activation_bits: BitWidth,
+}
+
+impl QuantSettings {
+    /// Settings with one weight width for every layer after the first.
+    pub fn uniform(weight_bits: BitWidth, activation_bits: BitWidth) -> Self {
+        Self {
+            weight_bits: vec![weight_bits],
+            activation_bits,
+        }
+    }
+
+    /// The weight width of the `k`-th weight layer after the first (from 0): the last
+    /// width repeats, so one width serves every layer.
+    ///
+    /// # Panics
+    /// If `weight_bits` is empty (training configurations refuse that).
+    pub fn weight_bits_after_first(&self, k: usize) -> BitWidth {
+        self.weight_bits[k.min(self.weight_bits.len() - 1)]
+    }
 }
 
 /// A closed interval `[lo, hi]` of real values that a quantiser maps onto its levels.

@@ -41,10 +41,7 @@ fn model_and_circuit(args: &DemoArgs) -> Result<(PathBuf, Option<ModelFile>)> {
             );
             let four = BitWidth::new(4).expect("a valid width");
             let config = TrainConfig {
-                quant: Some(QuantSettings {
-                    weight_bits: four,
-                    activation_bits: four,
-                }),
+                quant: Some(QuantSettings::uniform(four, four)),
                 circuit: Some(CircuitTraining {
                     lut_bits: vec![LutBits::new(4).expect("a valid width")],
                     read_noise: DEFAULT_READ_NOISE,

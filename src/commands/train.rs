@@ -14,7 +14,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .qat
         .then(|| -> Result<QuantSettings> {
             Ok(QuantSettings {
-                weight_bits: BitWidth::new(args.weight_bits)?,
+                weight_bits: args.weight_bits.0.clone(),
                 activation_bits: BitWidth::new(args.activation_bits)?,
             })
         })

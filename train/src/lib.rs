@@ -31,6 +31,9 @@ pub enum ConfigError {
     /// Circuit-aware training without quantisation-aware training.
     #[error("circuit-aware training needs quantisation-aware training")]
     CircuitWithoutQuantisation,
+    /// Quantisation-aware training without weight widths.
+    #[error("quantisation-aware training needs weight bits")]
+    NoWeightBits,
     /// Circuit-aware training without table widths.
     #[error("circuit-aware training needs table bits")]
     NoTableBits,

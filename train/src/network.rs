@@ -22,6 +22,29 @@ use crate::quant::{fake_quantize_weight, fake_quantize_weight_at};
 /// first-layer weights cost nothing.
 pub const FIRST_LAYER_WEIGHT_BITS: u8 = 8;
 
+/// Hands out the weight widths of QAT in layer order: [`FIRST_LAYER_WEIGHT_BITS`] to the
+/// first weight layer, then the settings' widths (the last repeating); none without QAT.
+struct WeightWidths<'a> {
+    quant: Option<&'a QuantSettings>,
+    seen: usize,
+}
+
+impl<'a> WeightWidths<'a> {
+    fn new(quant: Option<&'a QuantSettings>) -> Self {
+        Self { quant, seen: 0 }
+    }
+
+    /// The width of the next weight layer.
+    fn next(&mut self) -> Option<BitWidth> {
+        let k = self.seen;
+        self.seen += 1;
+        self.quant.map(|q| match k {
+            0 => BitWidth::new(FIRST_LAYER_WEIGHT_BITS).expect("valid width"),
+            k => q.weight_bits_after_first(k - 1),
+        })
+    }
+}
+
 /// A convolution whose weights may be fake-quantised.
 #[derive(Module, Debug)]
 pub struct Conv {
@@ -138,24 +161,13 @@ impl Network {
         input: InputSpec,
         class_names: Vec<String>,
         activation: &Activation,
-        quant: Option<QuantSettings>,
+        quant: Option<&QuantSettings>,
         circuit: Option<&CircuitTraining>,
         device: &Device,
     ) -> Result<Self, crate::TrainError> {
         let shapes = architecture.shapes(input.shape, class_names.len())?;
         let mut activations_seen = 0;
-        let mut seen_weights = false;
-        let mut weight_bits = || {
-            let first = !seen_weights;
-            seen_weights = true;
-            quant.map(|q| {
-                if first {
-                    BitWidth::new(FIRST_LAYER_WEIGHT_BITS).expect("valid width")
-                } else {
-                    q.weight_bits
-                }
-            })
-        };
+        let mut weight_bits = WeightWidths::new(quant);
         let layers = architecture
             .layers
             .iter()
@@ -184,7 +196,7 @@ impl Network {
                         ),
                         stride: [stride; 2],
                         padding: [padding; 2],
-                        weight_bits: weight_bits(),
+                        weight_bits: weight_bits.next(),
                     })
                 }
                 LayerSpec::BatchNorm => {
@@ -220,7 +232,7 @@ impl Network {
                             Some(out_features),
                             device,
                         ),
-                        weight_bits: weight_bits(),
+                        weight_bits: weight_bits.next(),
                     })
                 }
             })
@@ -284,25 +296,16 @@ impl Network {
     /// the first batch.
     pub fn fine_tuned(
         model: &ModelFile,
-        quant: Option<QuantSettings>,
+        quant: Option<&QuantSettings>,
         circuit: Option<&CircuitTraining>,
         device: &Device,
     ) -> Self {
         let tensor = |values: &[f32]| Tensor::<1>::from_floats(values, device);
         let shapes = model.shapes("model").expect("the model file is validated");
-        let mut seen_weights = false;
+        let mut widths = WeightWidths::new(quant);
         let mut bits_of = |file_bits: Option<BitWidth>| {
-            let first = !seen_weights;
-            seen_weights = true;
-            file_bits.or_else(|| {
-                quant.map(|q| {
-                    if first {
-                        BitWidth::new(FIRST_LAYER_WEIGHT_BITS).expect("valid width")
-                    } else {
-                        q.weight_bits
-                    }
-                })
-            })
+            let width = widths.next();
+            file_bits.or(width)
         };
         let mut activations_seen = 0;
         let layers = model

@@ -134,6 +134,13 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(ConfigError::LabelSmoothing(self.label_smoothing));
         }
+        if self
+            .quant
+            .as_ref()
+            .is_some_and(|q| q.weight_bits.is_empty())
+        {
+            return Err(ConfigError::NoWeightBits);
+        }
         if let Some(circuit) = &self.circuit {
             if self.quant.is_none() {
                 return Err(ConfigError::CircuitWithoutQuantisation);
@@ -381,7 +388,12 @@ fn initial_network(
                 }
                 .into());
             }
-            let network = Network::fine_tuned(model, config.quant, config.circuit.as_ref(), device);
+            let network = Network::fine_tuned(
+                model,
+                config.quant.as_ref(),
+                config.circuit.as_ref(),
+                device,
+            );
             Ok((model.input, network))
         }
         None => {
@@ -391,7 +403,7 @@ fn initial_network(
                 input,
                 train.class_names.clone(),
                 &config.activation,
-                config.quant,
+                config.quant.as_ref(),
                 config.circuit.as_ref(),
                 device,
             )?;

@@ -45,10 +45,8 @@ fn config(
 }
 
 fn qat(bits: u8) -> Option<QuantSettings> {
-    Some(QuantSettings {
-        weight_bits: BitWidth::new(bits).unwrap(),
-        activation_bits: BitWidth::new(bits).unwrap(),
-    })
+    let bits = BitWidth::new(bits).unwrap();
+    Some(QuantSettings::uniform(bits, bits))
 }
 
 /// The epochs' reports, as training gives them.
@@ -209,9 +207,8 @@ fn resuming_a_checkpoint_continues_the_same_run() {
         dir: Some(dir.path().to_path_buf()),
         resume: false,
     };
-    let quant = qat(4);
     let straight = run(
-        &config("compact", "swish4", quant, 2),
+        &config("compact", "swish4", qat(4), 2),
         &train_set,
         &validation,
         &Checkpointing::default(),
@@ -219,7 +216,7 @@ fn resuming_a_checkpoint_continues_the_same_run() {
     .unwrap();
     // One epoch, then resume to two.
     run(
-        &config("compact", "swish4", quant, 1),
+        &config("compact", "swish4", qat(4), 1),
         &train_set,
         &validation,
         &checkpointing,
@@ -231,7 +228,7 @@ fn resuming_a_checkpoint_continues_the_same_run() {
     };
     let mut reports = Reports::default();
     let resumed = train(
-        &config("compact", "swish4", quant, 2),
+        &config("compact", "swish4", qat(4), 2),
         &train_set,
         &validation,
         "mnist",
@@ -262,7 +259,7 @@ fn resuming_a_checkpoint_continues_the_same_run() {
 
     // Another run's checkpoint is refused, by name.
     let err = run(
-        &config("mlp", "swish4", quant, 3),
+        &config("mlp", "swish4", qat(4), 3),
         &train_set,
         &validation,
         &resume,
@@ -277,7 +274,7 @@ fn resuming_a_checkpoint_continues_the_same_run() {
     // A corrupt checkpoint is refused, by name.
     std::fs::write(dir.path().join("model.bpk"), b"garbage").unwrap();
     let err = run(
-        &config("compact", "swish4", quant, 3),
+        &config("compact", "swish4", qat(4), 3),
         &train_set,
         &validation,
         &resume,
@@ -295,6 +292,19 @@ fn bad_settings_are_refused() {
     let err = run(&bad, &train_set, &validation, &Checkpointing::default()).unwrap_err();
     assert!(
         matches!(err, TrainError::Config(ConfigError::LearningRate(lr)) if lr == -1.0),
+        "{err}"
+    );
+    let mut no_widths = config("mlp", "relu", qat(4), 1);
+    no_widths.quant.as_mut().unwrap().weight_bits.clear();
+    let err = run(
+        &no_widths,
+        &train_set,
+        &validation,
+        &Checkpointing::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, TrainError::Config(ConfigError::NoWeightBits)),
         "{err}"
     );
     let input = normalisation(&train_set);
@@ -315,9 +325,19 @@ fn circuit_aware_training_makes_the_circuit_the_trained_network() {
         lut_bits: vec![LutBits::new(4).unwrap(), LutBits::new(5).unwrap()],
         read_noise: 0.15,
     };
+    // Per-layer weight widths: the first layer keeps 8 bits, then 5 and 3.
+    let widths = |bits: &[u8]| bits.iter().map(|&b| BitWidth::new(b).unwrap()).collect();
     let scratch = TrainConfig {
         circuit: Some(circuit.clone()),
-        ..config("compact", "swish4", qat(4), 1)
+        ..config(
+            "compact",
+            "swish4",
+            Some(QuantSettings {
+                weight_bits: widths(&[5, 3]),
+                activation_bits: BitWidth::new(4).unwrap(),
+            }),
+            1,
+        )
     };
     let float = run(
         &config("compact", "swish4", None, 1),
@@ -332,9 +352,20 @@ fn circuit_aware_training_makes_the_circuit_the_trained_network() {
         ..config("mlp", "relu", qat(4), 1)
     };
     let images = validation.truncated(500);
-    for config in [scratch, fine_tune] {
+    for (config, weight_bits) in [(scratch, [8, 5, 3].as_slice()), (fine_tune, &[8, 4, 4])] {
         let outcome = run(&config, &train_set, &validation, &Checkpointing::default()).unwrap();
         let model = outcome.model;
+        let recorded: Vec<u8> = model
+            .layers
+            .iter()
+            .filter_map(|layer| match layer {
+                Layer::Conv2d { weight_bits, .. } | Layer::Dense { weight_bits, .. } => {
+                    weight_bits.map(BitWidth::bits)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(recorded, weight_bits);
         assert!(has_read_grids(&model), "every activation has a grid");
         let widths: Vec<u32> = model
             .layers
@@ -370,6 +401,22 @@ fn circuit_aware_training_makes_the_circuit_the_trained_network() {
         let compiled =
             compile(&model, &CompileOptions::default(), &LabelledSet::default()).unwrap();
         assert_eq!(compiled.file.circuit.lut_widths(), "4,5");
+        // Each stage's integer weights use its layer's width: within `2^(b-1) - 1`, and
+        // more than half of it (a narrower width would not reach there). A stage that
+        // pools sums several weights into one tap, so only the others are checked.
+        let stages = compiled.file.circuit.stages().iter().zip(weight_bits);
+        for (stage, &bits) in stages.filter(|(stage, _)| !stage.label.contains("avg-pool")) {
+            let mut largest = 0;
+            stage
+                .linear
+                .for_each_tap(|_, _, w| largest = largest.max(w.unsigned_abs()));
+            let limit = (1u32 << (bits - 1)) - 1;
+            assert!(
+                largest <= limit && 2 * largest > limit,
+                "{}: {largest} for {bits} bits",
+                stage.label
+            );
+        }
         let clear = Simulator::clear(&compiled.file.circuit);
         let agreeing = (0..images.len())
             .filter(|&i| {

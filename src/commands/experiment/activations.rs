@@ -24,7 +24,8 @@ use crate::measure::encrypted_predictions;
 use crate::pipeline::{compile_model, labelled};
 use crate::plot::{legend, write_svg};
 
-use super::{Accuracies, comma_list, short_set, trained_model};
+use super::{Accuracies, short_set, trained_model};
+use crate::pipeline::comma_list;
 
 /// One measured (architecture, activation): every seed's accuracies, and the first seed's
 /// circuit run encrypted.
@@ -236,10 +237,7 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
                     .join(format!("{model_name}-{activation}-seed{seed}.json"));
                 let model = trained_model(&path, args.retrain, || {
                     Ok(TrainConfig {
-                        quant: Some(QuantSettings {
-                            weight_bits: four,
-                            activation_bits: five,
-                        }),
+                        quant: Some(QuantSettings::uniform(four, five)),
                         circuit: Some(CircuitTraining {
                             lut_bits: vec![lut_bits(model_index)?],
                             read_noise: DEFAULT_READ_NOISE,

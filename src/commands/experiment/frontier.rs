@@ -22,9 +22,10 @@ use hecnn_train::trainer::TrainConfig;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use super::{Accuracies, comma_list, short_set, trained_model};
+use super::{Accuracies, short_set, trained_model};
 use crate::calibration::pbs_cost;
 use crate::cli::ExperimentFrontierArgs;
+use crate::pipeline::comma_list;
 use crate::pipeline::{compile_model, labelled};
 use crate::plot::{legend, write_svg};
 use crate::progress::image_bar;
@@ -381,10 +382,10 @@ pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
         comma_list(&args.accuracy_margins),
         args.bench_images,
     );
-    let quant = QuantSettings {
-        weight_bits: BitWidth::new(args.weight_bits)?,
-        activation_bits: BitWidth::new(args.activation_bits)?,
-    };
+    let quant = QuantSettings::uniform(
+        BitWidth::new(args.weight_bits)?,
+        BitWidth::new(args.activation_bits)?,
+    );
     let mut points = Vec::new();
     for model_name in &args.models {
         for &bits in &args.lut_bits {
@@ -392,7 +393,7 @@ pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
             let path = args.dir.join(format!("{model_name}-lut{bits}.json"));
             let model = trained_model(&path, args.retrain, || {
                 Ok(TrainConfig {
-                    quant: Some(quant),
+                    quant: Some(quant.clone()),
                     circuit: Some(CircuitTraining {
                         lut_bits: vec![LutBits::new(bits)?],
                         read_noise: args.read_noise,

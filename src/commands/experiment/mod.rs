@@ -70,15 +70,6 @@ impl Accuracies {
     }
 }
 
-/// `values` as the command line takes a list: `4,5`.
-fn comma_list<T: std::fmt::Display>(values: &[T]) -> String {
-    values
-        .iter()
-        .map(T::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// `V1_6_PARAM_MESSAGE_3_CARRY_1_KS_PBS_GAUSSIAN_2M128` -> `3_1 GAUSSIAN 2M128`.
 fn short_set(name: &str) -> String {
     name.split("MESSAGE_")
