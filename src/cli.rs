@@ -139,8 +139,8 @@ impl ActivationArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Built-in architecture (mlp, paper-cnn, compact, budget-100, budget-500) or an
-    /// architecture file (JSON/TOML).
+    /// Built-in architecture (mlp, paper-cnn, compact, budget-100, budget-500,
+    /// budget-500-wide) or an architecture file (JSON/TOML).
     #[arg(long, default_value = "compact")]
     pub model: String,
     #[command(flatten)]
