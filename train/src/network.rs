@@ -24,12 +24,12 @@ pub const FIRST_LAYER_WEIGHT_BITS: u8 = 8;
 
 /// Hands out the weight widths of QAT in layer order: [`FIRST_LAYER_WEIGHT_BITS`] to the
 /// first weight layer, then the settings' widths (the last repeating); none without QAT.
-struct WeightWidths<'a> {
+struct LayerWeightBits<'a> {
     quant: Option<&'a QuantSettings>,
     seen: usize,
 }
 
-impl<'a> WeightWidths<'a> {
+impl<'a> LayerWeightBits<'a> {
     fn new(quant: Option<&'a QuantSettings>) -> Self {
         Self { quant, seen: 0 }
     }
@@ -167,7 +167,7 @@ impl Network {
     ) -> Result<Self, crate::TrainError> {
         let shapes = architecture.shapes(input.shape, class_names.len())?;
         let mut activations_seen = 0;
-        let mut weight_bits = WeightWidths::new(quant);
+        let mut weight_bits = LayerWeightBits::new(quant);
         let layers = architecture
             .layers
             .iter()
@@ -302,7 +302,7 @@ impl Network {
     ) -> Self {
         let tensor = |values: &[f32]| Tensor::<1>::from_floats(values, device);
         let shapes = model.shapes("model").expect("the model file is validated");
-        let mut widths = WeightWidths::new(quant);
+        let mut widths = LayerWeightBits::new(quant);
         let mut bits_of = |file_bits: Option<BitWidth>| {
             let width = widths.next();
             file_bits.or(width)

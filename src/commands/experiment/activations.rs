@@ -21,11 +21,10 @@ use plotters::prelude::*;
 
 use crate::cli::ExperimentActivationsArgs;
 use crate::measure::encrypted_predictions;
-use crate::pipeline::{compile_model, labelled};
+use crate::pipeline::{comma_list, compile_model, labelled};
 use crate::plot::{legend, write_svg};
 
 use super::{Accuracies, short_set, trained_model};
-use crate::pipeline::comma_list;
 
 /// One measured (architecture, activation): every seed's accuracies, and the first seed's
 /// circuit run encrypted.

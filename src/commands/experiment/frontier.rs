@@ -25,8 +25,7 @@ use serde::Deserialize;
 use super::{Accuracies, short_set, trained_model};
 use crate::calibration::pbs_cost;
 use crate::cli::ExperimentFrontierArgs;
-use crate::pipeline::comma_list;
-use crate::pipeline::{compile_model, labelled};
+use crate::pipeline::{comma_list, compile_model, labelled};
 use crate::plot::{legend, write_svg};
 use crate::progress::image_bar;
 
