@@ -70,7 +70,7 @@ pub fn train_model(job: &TrainJob) -> Result<ModelFile> {
         match &config.quant {
             Some(q) => format!(
                 ", QAT: {}-bit weights, {}-bit activations",
-                comma_list(&q.weight_bits),
+                comma_list(&q.weight_bits.iter().map(|b| b.bits()).collect::<Vec<_>>()),
                 q.activation_bits.bits()
             ),
             None => String::new(),

@@ -85,13 +85,23 @@ fn train_eval_predict_on_small_data() {
     let model = dir.path().join("mlp.json");
     let model_arg = model.to_str().unwrap();
     let output = train_small(
-        &["--model", "mlp", "--activation", "quad-relu", "--qat"],
+        &[
+            "--model",
+            "mlp",
+            "--activation",
+            "quad-relu",
+            "--qat",
+            "--weight-bits",
+            "6,4",
+        ],
         model_arg,
     );
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(
-        text.contains("epoch   1:") && text.contains("test accuracy"),
+        text.contains("epoch   1:")
+            && text.contains("test accuracy")
+            && text.contains("QAT: 6,4-bit weights"),
         "{text}"
     );
 
