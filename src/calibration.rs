@@ -1,6 +1,7 @@
 //! The cost of one table read on this machine, for the compile report's latency: measured
-//! per parameter set, and cached for a day in the user's cache folder (machines of one kind
-//! drift by up to 2x from day to day, so an older figure is measured again).
+//! per parameter set, and cached for an hour in the user's cache folder (machines of one
+//! kind drift by up to 2x from day to day, and by tens of percent within hours: a figure
+//! cached for a day predicted 0.71 of what `hecnn bench` measured later that day).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::progress::spinner;
 
-/// How long a measured cost is reused.
-const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How long a measured cost is reused by `hecnn compile`.
+pub const CACHE_LIFE: Duration = Duration::from_secs(3600);
 /// Largest cache file read.
 const MAX_CACHE_BYTES: u64 = 1 << 20;
 
@@ -65,9 +66,10 @@ fn now() -> u64 {
 }
 
 /// The cost of one PBS of `set` on this machine with every core busy: from the cache if
-/// measured in the last day, else measured now (seconds: keys of the set, then a few
-/// dozen reads) and cached. An unreadable cache is measured over, never an error.
-pub fn pbs_cost(set: ParameterSetName) -> Result<(PbsCost, Origin)> {
+/// measured less than `max_age` ago (at most [`CACHE_LIFE`]), else measured now (seconds:
+/// keys of the set, then two seconds of reads) and cached. An unreadable cache is
+/// measured over, never an error.
+pub fn pbs_cost(set: ParameterSetName, max_age: Duration) -> Result<(PbsCost, Origin)> {
     let machine = machine();
     let path = cache_path();
     let mut cache: Cache = path
@@ -78,12 +80,12 @@ pub fn pbs_cost(set: ParameterSetName) -> Result<(PbsCost, Origin)> {
     let now = now();
     cache
         .entries
-        .retain(|e| now.saturating_sub(e.measured_unix_s) < MAX_AGE.as_secs());
-    if let Some(entry) = cache
-        .entries
-        .iter()
-        .find(|e| e.machine == machine && e.set == set.to_string())
-    {
+        .retain(|e| now.saturating_sub(e.measured_unix_s) < CACHE_LIFE.as_secs());
+    if let Some(entry) = cache.entries.iter().find(|e| {
+        e.machine == machine
+            && e.set == set.to_string()
+            && now.saturating_sub(e.measured_unix_s) < max_age.as_secs()
+    }) {
         let cost = PbsCost {
             ms: entry.ms_per_pbs,
             source: CostSource::Calibrated,
@@ -96,6 +98,9 @@ pub fn pbs_cost(set: ParameterSetName) -> Result<(PbsCost, Origin)> {
     ));
     let calibration = calibrate(&set.set());
     bar.finish_and_clear();
+    cache
+        .entries
+        .retain(|e| e.machine != machine || e.set != set.to_string());
     cache.entries.push(Entry {
         machine,
         set: set.to_string(),

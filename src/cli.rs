@@ -399,7 +399,7 @@ pub struct CompileArgs {
     #[arg(long)]
     pub json: bool,
     /// Predict the latency from the compiler's table of PBS costs instead of timing table
-    /// reads of the chosen set on this machine (a few seconds, then cached for a day).
+    /// reads of the chosen set on this machine (a few seconds, then cached for an hour).
     #[arg(long)]
     pub no_calibrate: bool,
     #[command(flatten)]

@@ -172,7 +172,7 @@ pub fn compile_model(
 /// Where the compile report's latency comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatencyFrom {
-    /// Table reads of the chosen set timed on this machine (cached for a day).
+    /// Table reads of the chosen set timed on this machine (cached for an hour).
     Calibration,
     /// The compiler's table of costs measured on a machine of this kind, or its estimate.
     Table,
@@ -192,7 +192,8 @@ pub fn compile_and_save(
     let started = Instant::now();
     let mut compiled = compile_model(model, options, source, calibration)?;
     let calibrated = if latency == LatencyFrom::Calibration {
-        let (cost, origin) = calibration::pbs_cost(compiled.report.parameter_set)?;
+        let (cost, origin) =
+            calibration::pbs_cost(compiled.report.parameter_set, calibration::CACHE_LIFE)?;
         compiled.report = compiled.report.with_pbs_cost(cost);
         Some(origin)
     } else {
@@ -211,7 +212,7 @@ pub fn compile_and_save(
         println!("{}", compiled.report);
         match calibrated {
             Some(calibration::Origin::Measured { reads }) => println!(
-                "calibration        {reads} table reads timed on this machine now (cached for a day; --no-calibrate skips it)"
+                "calibration        {reads} table reads timed on this machine now (cached for an hour; --no-calibrate skips it)"
             ),
             Some(calibration::Origin::Cached { age }) => println!(
                 "calibration        timed on this machine {:.1} h ago (cached; --no-calibrate skips it)",
