@@ -71,6 +71,7 @@ fn now() -> u64 {
 /// measured over, never an error.
 pub fn pbs_cost(set: ParameterSetName, max_age: Duration) -> Result<(PbsCost, Origin)> {
     let machine = machine();
+    let set_name = set.to_string();
     let path = cache_path();
     let mut cache: Cache = path
         .as_deref()
@@ -83,7 +84,7 @@ pub fn pbs_cost(set: ParameterSetName, max_age: Duration) -> Result<(PbsCost, Or
         .retain(|e| now.saturating_sub(e.measured_unix_s) < CACHE_LIFE.as_secs());
     if let Some(entry) = cache.entries.iter().find(|e| {
         e.machine == machine
-            && e.set == set.to_string()
+            && e.set == set_name
             && now.saturating_sub(e.measured_unix_s) < max_age.as_secs()
     }) {
         let cost = PbsCost {
@@ -100,10 +101,10 @@ pub fn pbs_cost(set: ParameterSetName, max_age: Duration) -> Result<(PbsCost, Or
     bar.finish_and_clear();
     cache
         .entries
-        .retain(|e| e.machine != machine || e.set != set.to_string());
+        .retain(|e| e.machine != machine || e.set != set_name);
     cache.entries.push(Entry {
         machine,
-        set: set.to_string(),
+        set: set_name,
         ms_per_pbs: calibration.cost.ms,
         measured_unix_s: now,
     });

@@ -70,7 +70,7 @@ pub fn train_model(job: &TrainJob) -> Result<ModelFile> {
         match &config.quant {
             Some(q) => format!(
                 ", QAT: {}-bit weights, {}-bit activations",
-                comma_list(&q.weight_bits.iter().map(|b| b.bits()).collect::<Vec<_>>()),
+                comma_list(q.weight_bits.iter().map(|b| b.bits())),
                 q.activation_bits.bits()
             ),
             None => String::new(),
@@ -291,10 +291,10 @@ pub fn labelled(data: &LabelledImages) -> LabelledSet<'_> {
 }
 
 /// `values` as the command line takes a list: `4,5`.
-pub fn comma_list<T: std::fmt::Display>(values: &[T]) -> String {
+pub fn comma_list<T: std::fmt::Display>(values: impl IntoIterator<Item = T>) -> String {
     values
-        .iter()
-        .map(T::to_string)
+        .into_iter()
+        .map(|value| value.to_string())
         .collect::<Vec<_>>()
         .join(",")
 }

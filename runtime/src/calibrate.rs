@@ -8,6 +8,8 @@ use hecnn_compile::params::{CostSource, ParameterSet, PbsCost};
 use rayon::prelude::*;
 use tfhe::shortint::{ClientKey, ServerKey};
 
+use crate::session::median;
+
 /// Table reads per core in one timed round (each stage of a circuit runs hundreds of
 /// independent reads on every core at once; a round of several per core keeps rayon's
 /// hand-out and the last core's wait as small a share as they are in a circuit).
@@ -44,20 +46,19 @@ pub fn calibrate(set: &ParameterSet) -> Calibration {
     let read = |_| drop(server.apply_lookup_table(&ciphertext, &table));
     (0..threads).into_par_iter().for_each(read);
     let per_round = READS_PER_THREAD * threads;
-    let mut ms_per_read = Vec::new();
+    let mut rounds = Vec::new();
     let started = Instant::now();
-    while ms_per_read.len() < MIN_ROUNDS || started.elapsed() < MIN_TIMED {
+    while rounds.len() < MIN_ROUNDS || started.elapsed() < MIN_TIMED {
         let round = Instant::now();
         (0..per_round).into_par_iter().for_each(read);
-        ms_per_read.push(round.elapsed().as_secs_f64() * 1e3 / per_round as f64);
+        rounds.push(round.elapsed());
     }
-    ms_per_read.sort_by(f64::total_cmp);
     Calibration {
         cost: PbsCost {
-            ms: ms_per_read[ms_per_read.len() / 2],
+            ms: median(&mut rounds).as_secs_f64() * 1e3 / per_round as f64,
             source: CostSource::Calibrated,
         },
-        reads: per_round * ms_per_read.len(),
+        reads: per_round * rounds.len(),
     }
 }
 
