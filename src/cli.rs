@@ -11,6 +11,7 @@ use hecnn_model::activation::{Activation, DEFAULT_RANGE, InvalidActivation};
 use hecnn_model::model::Shape;
 use hecnn_model::quantize::LutBits;
 use hecnn_model::quantize::{BitWidth, OutOfRange};
+use hecnn_train::distill::{DEFAULT_DISTILL_WEIGHT, DEFAULT_TEMPERATURE};
 use hecnn_train::network::DEFAULT_READ_NOISE;
 use hecnn_train::trainer::{
     DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LABEL_SMOOTHING, DEFAULT_LEARNING_RATE,
@@ -168,6 +169,17 @@ pub struct TrainArgs {
     /// circuit-aware); --model and --activation are then unused.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Distil from this model file (knowledge distillation): the student also learns the
+    /// teacher's softened class probabilities. Any model the trainer reads can teach, such
+    /// as a float network with no table-read budget.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// The teacher's share of the loss (`alpha`, in (0, 1]).
+    #[arg(long, default_value_t = DEFAULT_DISTILL_WEIGHT, requires = "teacher")]
+    pub distill_weight: f64,
+    /// Softmax temperature of distillation (`T`, in [1, 100]).
+    #[arg(long, default_value_t = DEFAULT_TEMPERATURE, requires = "teacher")]
+    pub distill_temperature: f64,
     /// Passes over the training data.
     #[arg(long, default_value_t = DEFAULT_EPOCHS)]
     pub epochs: usize,

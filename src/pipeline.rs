@@ -59,7 +59,7 @@ pub fn train_model(job: &TrainJob) -> Result<ModelFile> {
     }
     let config = &job.config;
     println!(
-        "training {} on {} ({} images, {} for validation){}{}",
+        "training {} on {} ({} images, {} for validation){}{}{}",
         match &config.init {
             Some(model) => format!("{} from a model file", model.name),
             None => format!("{} with {}", config.architecture.name, config.activation),
@@ -82,6 +82,13 @@ pub fn train_model(job: &TrainJob) -> Result<ModelFile> {
                 c.read_noise
             ),
             None => String::new(),
+        },
+        match &config.distillation {
+            Some(d) => format!(
+                ", distilled from {} (weight {}, temperature {})",
+                d.teacher.name, d.weight, d.temperature
+            ),
+            None => String::new(),
         }
     );
     let outcome = train(
@@ -98,6 +105,11 @@ pub fn train_model(job: &TrainJob) -> Result<ModelFile> {
             TrainError::Config(ConfigError::NoBatch) => " (--batch-size)",
             TrainError::Config(ConfigError::LearningRate(_)) => " (--lr)",
             TrainError::Config(ConfigError::ReadNoise(_)) => " (--read-noise)",
+            TrainError::Config(ConfigError::DistillWeight(_)) => " (--distill-weight)",
+            TrainError::Config(ConfigError::Temperature(_)) => " (--distill-temperature)",
+            TrainError::Config(
+                ConfigError::TeacherInput { .. } | ConfigError::TeacherClasses { .. },
+            ) => " (--teacher)",
             TrainError::Config(ConfigError::ResumeWithoutCheckpoint) => ": give --checkpoint DIR",
             TrainError::Diverged { .. } => ": lower --lr, or use a smaller --range",
             _ => "",

@@ -333,9 +333,6 @@ fn bad_input_gives_clear_errors() {
     );
 }
 
-/// The client/server workflow with files: keygen, encrypt, run with the evaluation key
-/// alone, decrypt; encrypted eval and bench; and refusal of keys of another circuit and
-/// of damaged files.
 /// `hecnn import` of a network PyTorch trained and exported (the import crate's fixture),
 /// then the existing path on it; refusals write nothing.
 #[test]
@@ -381,8 +378,36 @@ fn import_a_pytorch_network_and_compile_it() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("simulate"), "{}", stdout(&output));
 
+    // The imported network teaches a budget model (knowledge distillation).
+    let student = dir.path().join("student.json");
+    let student = student.to_str().unwrap();
+    let output = train_small(&["--model", "budget-100", "--teacher", model], student);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("distilled from relu_cnn (weight 0.5, temperature 4)"),
+        "{}",
+        stdout(&output)
+    );
+
     let refused = dir.path().join("refused.json");
     let refused = refused.to_str().unwrap();
+    fails_with(
+        &[
+            "train",
+            "--teacher",
+            model,
+            "--distill-weight",
+            "1.5",
+            "--limit",
+            "100",
+            "-o",
+            refused,
+        ],
+        &[
+            "distillation weight 1.5 must be in (0, 1]",
+            "(--distill-weight)",
+        ],
+    );
     fails_with(
         &[
             "import",
@@ -415,6 +440,9 @@ fn import_a_pytorch_network_and_compile_it() {
     assert!(!Path::new(refused).exists(), "nothing written");
 }
 
+/// The client/server workflow with files: keygen, encrypt, run with the evaluation key
+/// alone, decrypt; encrypted eval and bench; and refusal of keys of another circuit and
+/// of damaged files.
 #[test]
 fn encrypted_workflow_with_files() {
     let dir = tempfile::tempdir().unwrap();

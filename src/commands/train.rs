@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use hecnn_model::quantize::{BitWidth, QuantSettings};
 use hecnn_train::architecture::Architecture;
+use hecnn_train::distill::Distillation;
 use hecnn_train::network::CircuitTraining;
 use hecnn_train::trainer::{Checkpointing, TrainConfig};
 
@@ -25,6 +26,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .map(load_model)
         .transpose()
         .context("the model to start from (--init)")?;
+    let distillation = args
+        .teacher
+        .as_deref()
+        .map(|path| -> Result<Distillation> {
+            Ok(Distillation {
+                teacher: load_model(path).context("the teacher (--teacher)")?,
+                weight: args.distill_weight,
+                temperature: args.distill_temperature,
+            })
+        })
+        .transpose()?;
     let job = TrainJob {
         config: TrainConfig {
             architecture: Architecture::named(&args.model)?,
@@ -35,6 +47,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 read_noise: args.read_noise,
             }),
             init,
+            distillation,
             epochs: args.epochs,
             batch_size: args.batch_size,
             learning_rate: args.lr,

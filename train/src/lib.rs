@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod architecture;
+pub mod distill;
 pub mod network;
 pub mod quant;
 pub mod trainer;
@@ -53,6 +54,28 @@ pub enum ConfigError {
         model: hecnn_model::model::Shape,
         /// Pixels per training image.
         images: usize,
+    },
+    /// A distillation weight out of range.
+    #[error("distillation weight {0} must be in (0, 1] (the teacher's share of the loss)")]
+    DistillWeight(f64),
+    /// A distillation temperature out of range.
+    #[error("distillation temperature {0} must be in [1, 100]")]
+    Temperature(f64),
+    /// A teacher of another input size.
+    #[error("the teacher reads {teacher} inputs, the training images have {images} pixels")]
+    TeacherInput {
+        /// What the teacher reads.
+        teacher: hecnn_model::model::Shape,
+        /// Pixels per training image.
+        images: usize,
+    },
+    /// A teacher of another number of classes.
+    #[error("the teacher scores {teacher} classes, the student {student}")]
+    TeacherClasses {
+        /// The teacher's classes.
+        teacher: usize,
+        /// The student's classes.
+        student: usize,
     },
     /// An unusable activation.
     #[error(transparent)]

@@ -399,6 +399,11 @@ impl Network {
         &self.input
     }
 
+    /// How many classes it scores.
+    pub fn classes(&self) -> usize {
+        self.class_names.len()
+    }
+
     /// Logits `[batch, classes]` of normalised inputs `[batch, channels, height, width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let batch = x.dims()[0];

@@ -1,6 +1,7 @@
 //! The training loop: AdamW (decoupled weight decay) with a linear warm-up and a cosine
-//! learning-rate schedule, label smoothing, shift and flip augmentation, validation after
-//! each epoch, checkpoints to resume from, and export of the model file.
+//! learning-rate schedule, label smoothing, distillation from a teacher, shift and flip
+//! augmentation, validation after each epoch, checkpoints to resume from, and export of the
+//! model file.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::architecture::Architecture;
+use crate::distill::{Distillation, Teacher};
 use crate::network::{CircuitTraining, Network, input_tensor};
 use crate::{ConfigError, TrainError};
 
@@ -63,6 +65,9 @@ pub struct TrainConfig {
     /// A model to start from instead of a fresh `architecture` (whose layers, weights and
     /// activations it brings; `architecture` and `activation` are then unused).
     pub init: Option<ModelFile>,
+    /// A teacher to distil from, if any.
+    #[serde(default)]
+    pub distillation: Option<Distillation>,
     /// Passes over the training data.
     pub epochs: usize,
     /// Images per optimiser step.
@@ -102,6 +107,7 @@ impl TrainConfig {
             quant: None,
             circuit: None,
             init: None,
+            distillation: None,
             epochs: DEFAULT_EPOCHS,
             batch_size: DEFAULT_BATCH_SIZE,
             learning_rate: DEFAULT_LEARNING_RATE,
@@ -314,6 +320,9 @@ pub fn train(
         _ => None,
     };
     let (input, network) = initial_network(config, train, resumed.as_ref(), &device)?;
+    if let Some(distillation) = &config.distillation {
+        distillation.validate(train.image_len(), network.classes())?;
+    }
     let optimizer = AdamWConfig::new()
         .with_weight_decay(config.weight_decay as f32)
         .init();
@@ -333,6 +342,10 @@ pub fn train(
         train,
         input: &input,
         loss_fn: &loss_fn,
+        teacher: config
+            .distillation
+            .as_ref()
+            .map(|distillation| Teacher::new(distillation, &plain)),
         device: &device,
     };
     for epoch in history.len()..config.epochs {
@@ -444,6 +457,7 @@ struct Batches<'a> {
     train: &'a LabelledImages,
     input: &'a InputSpec,
     loss_fn: &'a CrossEntropyLoss,
+    teacher: Option<Teacher>,
     device: &'a Device,
 }
 
@@ -482,6 +496,10 @@ impl Batches<'_> {
             );
             let logits = network.forward(input_tensor(self.input, &pixels, self.device));
             let loss = self.loss_fn.forward(logits.clone(), targets);
+            let loss = match &self.teacher {
+                Some(teacher) => teacher.loss(loss, logits.clone(), &pixels),
+                None => loss,
+            };
             let loss_value = f64::from(loss.clone().into_scalar::<f32>());
             if !loss_value.is_finite() {
                 return Err(TrainError::Diverged { epoch: epoch + 1 });
