@@ -14,7 +14,7 @@ use crate::network::{Network, input_tensor};
 
 /// Share of the loss given to the teacher by default (`alpha`).
 pub const DEFAULT_DISTILL_WEIGHT: f64 = 0.5;
-/// Softmax temperature of distillation by default (`T`; Hinton et al. use 2-20).
+/// Softmax temperature of distillation by default (`T`).
 pub const DEFAULT_TEMPERATURE: f64 = 4.0;
 
 /// What the student learns from a teacher.
