@@ -4,6 +4,7 @@
 //! held to a table-read budget has few activations; a teacher without that limit (a float
 //! model of any architecture the trainer knows) passes on more than the labels alone do.
 
+use burn::nn::loss::{KLDivLoss, KLDivLossConfig, Reduction};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use hecnn_model::model::ModelFile;
@@ -57,6 +58,8 @@ impl Distillation {
 /// A teacher ready to score training batches.
 pub(crate) struct Teacher {
     network: Network,
+    /// `KL(p_t || p_s)` from log-probabilities, averaged over the batch.
+    divergence: KLDivLoss,
     device: Device,
     weight: f64,
     temperature: f64,
@@ -68,6 +71,7 @@ impl Teacher {
     pub(crate) fn new(distillation: &Distillation, device: &Device) -> Self {
         Self {
             network: Network::from_model_file(&distillation.teacher, device),
+            divergence: KLDivLossConfig::new().with_log_target(true).init(),
             device: device.clone(),
             weight: distillation.weight,
             temperature: distillation.temperature,
@@ -87,14 +91,17 @@ impl Teacher {
         let teacher_logits =
             self.network
                 .forward(input_tensor(self.network.input(), pixels, &self.device));
-        let device = logits.device();
-        let on_student = |tensor: Tensor<2>| Tensor::<2>::from_data(tensor.into_data(), &device);
-        let teacher_log_p = log_softmax(teacher_logits.div_scalar(t), 1);
-        let teacher_p = on_student(teacher_log_p.clone().exp());
-        let teacher_log_p = on_student(teacher_log_p);
-        let soft = (teacher_p * (teacher_log_p - log_softmax(logits.div_scalar(t), 1)))
-            .sum_dim(1)
-            .mean()
+        let teacher_log_p = Tensor::<2>::from_data(
+            log_softmax(teacher_logits.div_scalar(t), 1).into_data(),
+            &logits.device(),
+        );
+        let soft = self
+            .divergence
+            .forward(
+                log_softmax(logits.div_scalar(t), 1),
+                teacher_log_p,
+                Reduction::BatchMean,
+            )
             .mul_scalar(t * t);
         hard.mul_scalar(1.0 - self.weight) + soft.mul_scalar(self.weight)
     }
