@@ -162,9 +162,10 @@ pub struct TrainArgs {
     #[arg(long, value_parser = parse_lut_widths, requires = "qat")]
     pub lut_bits: Option<LutWidths>,
     /// Read noise sampled in circuit-aware training, in table entries (standard
-    /// deviation): what an encrypted read adds (the compile report's `std (box)`).
-    #[arg(long, default_value_t = DEFAULT_READ_NOISE, requires = "lut_bits")]
-    pub read_noise: f64,
+    /// deviation): what an encrypted read adds (the compile report's `std (box)`). One
+    /// value for every activation layer, or one per layer, the last repeating (`0.14,0.1`).
+    #[arg(long, value_delimiter = ',', default_values_t = [DEFAULT_READ_NOISE], requires = "lut_bits")]
+    pub read_noise: Vec<f64>,
     /// Start from this model file instead of a fresh network (fine-tuning: float -> QAT ->
     /// circuit-aware); --model and --activation are then unused.
     #[arg(long)]
@@ -500,6 +501,10 @@ pub struct EvalArgs {
     /// Seed of the noise sampled in simulate mode.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Also count, per stage, the images that differ from clear when only that stage's
+    /// reads are noisy: where simulate's flips come from (one more simulation per stage).
+    #[arg(long)]
+    pub flips_by_stage: bool,
     /// How a model file is compiled for clear and simulate modes.
     #[command(flatten)]
     pub circuit: CircuitArgs,

@@ -79,7 +79,7 @@ pub fn train_model(job: &TrainJob) -> Result<ModelFile> {
             Some(c) => format!(
                 ", tables of {} bits read with noise {} entries",
                 comma_list(&c.lut_bits),
-                c.read_noise
+                comma_list(&c.read_noise)
             ),
             None => String::new(),
         },
@@ -104,7 +104,9 @@ pub fn train_model(job: &TrainJob) -> Result<ModelFile> {
             TrainError::Config(ConfigError::NoEpochs) => " (--epochs)",
             TrainError::Config(ConfigError::NoBatch) => " (--batch-size)",
             TrainError::Config(ConfigError::LearningRate(_)) => " (--lr)",
-            TrainError::Config(ConfigError::ReadNoise(_)) => " (--read-noise)",
+            TrainError::Config(ConfigError::ReadNoise(_) | ConfigError::NoReadNoise) => {
+                " (--read-noise)"
+            }
             TrainError::Config(ConfigError::DistillWeight(_)) => " (--distill-weight)",
             TrainError::Config(ConfigError::Temperature(_)) => " (--distill-temperature)",
             TrainError::Config(

@@ -186,6 +186,37 @@ fn train_eval_predict_on_small_data() {
             && text.contains("agreement Clear/Simulate"),
         "{text}"
     );
+    // Where simulate's flips come from: the clear classes are computed for the count
+    // even when clear mode is not asked for.
+    let output = hecnn(&[
+        "eval",
+        circuit_arg,
+        "--mode",
+        "simulate",
+        "--limit",
+        "300",
+        "--flips-by-stage",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let flips: Vec<usize> = [
+        "stage 0 (dense+batch-norm+quad-relu, 128 table reads): ",
+        "stage 1 (dense, 10 logits): ",
+    ]
+    .iter()
+    .map(|line| {
+        let rest = &text[text
+            .find(line)
+            .unwrap_or_else(|| panic!("no {line} in {text}"))
+            + line.len()..];
+        rest.split(" of 300 images")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    })
+    .collect();
+    assert!(flips.iter().all(|&f| f <= 300), "{text}");
     fails_with(
         &["eval", circuit_arg, "--mode", "float", "--limit", "10"],
         &["float mode needs the model file"],
@@ -229,12 +260,20 @@ fn train_eval_predict_on_small_data() {
     let tuned = dir.path().join("tuned.json");
     let tuned_arg = tuned.to_str().unwrap();
     let output = train_small(
-        &["--init", model_arg, "--qat", "--lut-bits", "4"],
+        &[
+            "--init",
+            model_arg,
+            "--qat",
+            "--lut-bits",
+            "4",
+            "--read-noise",
+            "0.2,0.1",
+        ],
         tuned_arg,
     );
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
-        stdout(&output).contains("tables of 4 bits"),
+        stdout(&output).contains("tables of 4 bits read with noise 0.2,0.1 entries"),
         "{}",
         stdout(&output)
     );
@@ -253,6 +292,26 @@ fn train_eval_predict_on_small_data() {
     fails_with(
         &["compile", tuned_arg, "--lut-bits", "5"],
         &["trained on 4-bit tables", "leave --lut-bits out"],
+    );
+    fails_with(
+        &[
+            "train",
+            "--init",
+            model_arg,
+            "--qat",
+            "--lut-bits",
+            "4",
+            "--read-noise",
+            "0.1,9",
+            "--limit",
+            "100",
+            "-o",
+            tuned_arg,
+        ],
+        &[
+            "read noise 9 must be in [0, 8) table entries",
+            "(--read-noise)",
+        ],
     );
 }
 

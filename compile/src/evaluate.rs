@@ -101,6 +101,26 @@ pub fn simulated_predictions(
     )
 }
 
+/// Per stage of `circuit`, how many images get another class than `clear` (the clear
+/// circuit's classes) when only that stage's reads carry the noise of `parameters`, drawn
+/// from `seed` as in simulate mode. The counts overlap and need not add up to simulate's:
+/// an image close to a decision boundary flips under any stage's noise.
+pub fn flips_by_stage(
+    circuit: &Circuit,
+    parameters: &ParameterSet,
+    seed: u64,
+    set: &LabelledSet,
+    clear: &[usize],
+) -> Vec<usize> {
+    (0..circuit.stages().len())
+        .map(|stage| {
+            let simulator = Simulator::noisy_in_stage(circuit, parameters, stage);
+            let predicted = simulated_predictions(&simulator, seed, set, &|| {});
+            clear.len() - agreement(&predicted, clear)
+        })
+        .collect()
+}
+
 /// The mean accuracy of `simulator` over noise draws (seeds) `0..draws`.
 pub fn mean_simulated_accuracy(simulator: &Simulator, draws: u64, set: &LabelledSet) -> f64 {
     (0..draws)

@@ -102,6 +102,23 @@ impl<'a> Simulator<'a> {
         }
     }
 
+    /// `simulate` mode with the noise of `set` sampled at the reads of `stage` alone, every
+    /// other stage exact: which of simulate's differences from clear that stage makes by
+    /// itself. The draws are those of [`Simulator::noisy`] with the same seed, the other
+    /// stages' scaled by zero.
+    pub fn noisy_in_stage(circuit: &'a Circuit, set: &ParameterSet, stage: usize) -> Self {
+        let mut noise = NoiseProfile::new(circuit, set).std_in_read_units(circuit);
+        for (index, std) in noise.iter_mut().enumerate() {
+            if index != stage {
+                std.fill(0.0);
+            }
+        }
+        Self {
+            circuit,
+            noise: Some(noise),
+        }
+    }
+
     /// Per stage and output, the standard deviation of the sampled noise in the stage's
     /// read units (`None` in clear mode).
     pub fn noise(&self) -> Option<&[Vec<f64>]> {
@@ -220,5 +237,39 @@ mod tests {
         let boundary = count(6, 12.0); // 6/4 = 1.5: entry 1 or 2
         assert!((700..1300).contains(&boundary), "{boundary}");
         assert_eq!(count(8, 12.0), 2000);
+    }
+
+    /// Noise in one stage alone: that stage's deviations as in full simulate mode, the
+    /// others' zero, so a boundary read moves only when its own stage is the noisy one.
+    #[test]
+    fn noise_in_one_stage_leaves_the_others_exact() {
+        let circuit = circuit();
+        let set = crate::params::all()[0];
+        let all = Simulator::noisy(&circuit, &set);
+        for stage in 0..2 {
+            let alone = Simulator::noisy_in_stage(&circuit, &set, stage);
+            for (index, (every, one)) in all
+                .noise()
+                .unwrap()
+                .iter()
+                .zip(alone.noise().unwrap())
+                .enumerate()
+            {
+                assert!(every.iter().all(|&s| s > 0.0));
+                if index == stage {
+                    assert_eq!(every, one);
+                } else {
+                    assert!(one.iter().all(|&s| s == 0.0));
+                }
+            }
+        }
+        let moved = |simulator: &Simulator| {
+            (0..2000)
+                .filter(|&seed| simulator.logits(&[6], seed)[0].round() != 12.0)
+                .count()
+        };
+        let reads_alone = moved(&Simulator::noisy_in_stage(&circuit, &set, 0));
+        assert!((700..1300).contains(&reads_alone), "{reads_alone}");
+        assert_eq!(moved(&Simulator::noisy_in_stage(&circuit, &set, 1)), 0);
     }
 }

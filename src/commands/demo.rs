@@ -44,7 +44,7 @@ fn model_and_circuit(args: &DemoArgs) -> Result<(PathBuf, Option<ModelFile>)> {
                 quant: Some(QuantSettings::uniform(four, four)),
                 circuit: Some(CircuitTraining {
                     lut_bits: vec![LutBits::new(4).expect("a valid width")],
-                    read_noise: DEFAULT_READ_NOISE,
+                    read_noise: vec![DEFAULT_READ_NOISE],
                 }),
                 epochs: args.epochs as usize,
                 ..TrainConfig::new(

@@ -4,8 +4,9 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use hecnn_compile::circuit;
 use hecnn_compile::circuit_file::CircuitFile;
-use hecnn_compile::evaluate::{accuracy, agreement};
+use hecnn_compile::evaluate::{LabelledSet, accuracy, agreement, flips_by_stage};
 use hecnn_compile::reference::{ReferenceModel, argmax};
 use hecnn_datasets::Split;
 use hecnn_datasets::image_file::load_image;
@@ -14,6 +15,7 @@ use hecnn_model::model::{Layer, ModelFile};
 use crate::cli::{EvalArgs, Mode, PredictArgs};
 use crate::measure::mode_predictions;
 use crate::pipeline::{compile_model, labelled, load_model};
+use crate::progress::spinner;
 
 /// What `hecnn eval` was given.
 enum Artifact {
@@ -86,7 +88,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     let (model, file) = match artifact {
         Artifact::Model(model) => {
-            let file = if modes.iter().any(|m| *m != Mode::Float) {
+            let file = if args.flips_by_stage || modes.iter().any(|m| *m != Mode::Float) {
                 let compiled = compile_model(
                     &model,
                     &args.circuit.options()?,
@@ -122,7 +124,41 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         results.push((mode, predicted));
     }
     print_agreement(&results, &test.labels);
+    if args.flips_by_stage {
+        let file = file
+            .as_ref()
+            .expect("compiled above when flips are counted");
+        let clear = match results.iter().find(|(mode, _)| *mode == Mode::Clear) {
+            Some((_, predicted)) => predicted.clone(),
+            None => mode_predictions(Mode::Clear, None, Some(file), &set, args.seed)?,
+        };
+        print_flips_by_stage(file, &set, args.seed, &clear);
+    }
     Ok(())
+}
+
+/// Per stage, the images that differ from clear when only that stage's reads are noisy.
+fn print_flips_by_stage(file: &CircuitFile, set: &LabelledSet, seed: u64, clear: &[usize]) {
+    let bar = spinner("simulating the noise of each stage alone");
+    let flips = flips_by_stage(&file.circuit, &file.parameter_set.set(), seed, set, clear);
+    bar.finish_and_clear();
+    println!(
+        "images that differ from clear with the noise of {} (seed {seed}) in one stage alone \
+         (an image near a decision boundary can flip under several stages' noise):",
+        file.parameter_set
+    );
+    for (index, (stage, flips)) in file.circuit.stages().iter().zip(flips).enumerate() {
+        let reads = match &stage.read {
+            circuit::Read::Tables(tables) => format!("{} table reads", tables.offsets.len()),
+            circuit::Read::Logits(decoding) => format!("{} logits", decoding.scale.len()),
+        };
+        println!(
+            "  stage {index} ({}, {reads}): {flips} of {} images ({:.2}%)",
+            stage.label,
+            set.len(),
+            fraction(flips, set.len())
+        );
+    }
 }
 
 /// Agreement of every pair of modes overall, then the images on which modes differ.

@@ -44,7 +44,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             quant,
             circuit: args.lut_bits.as_ref().map(|widths| CircuitTraining {
                 lut_bits: widths.0.clone(),
-                read_noise: args.read_noise,
+                read_noise: args.read_noise.clone(),
             }),
             init,
             distillation,

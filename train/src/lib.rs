@@ -38,6 +38,9 @@ pub enum ConfigError {
     /// Circuit-aware training without table widths.
     #[error("circuit-aware training needs table bits")]
     NoTableBits,
+    /// Circuit-aware training without read noise (0 for none).
+    #[error("circuit-aware training needs a read noise per activation layer (0 for none)")]
+    NoReadNoise,
     /// Read noise out of range.
     #[error("read noise {0} must be in [0, 8) table entries")]
     ReadNoise(f64),

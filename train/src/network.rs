@@ -106,8 +106,11 @@ pub const DEFAULT_READ_NOISE: f64 = 0.15;
 pub struct CircuitTraining {
     /// Table bits of each activation layer in order, the last repeating.
     pub lut_bits: Vec<LutBits>,
-    /// Standard deviation of the read noise sampled in training, in table entries.
-    pub read_noise: f64,
+    /// Standard deviation of the read noise sampled in training, in table entries, for
+    /// each activation layer in order, the last repeating: a circuit's stages read with
+    /// different noise (the first reads fresh encryptions, the others PBS outputs), as the
+    /// compile report's `std (box)` column shows.
+    pub read_noise: Vec<f64>,
 }
 
 impl CircuitTraining {
@@ -115,7 +118,7 @@ impl CircuitTraining {
     fn settings(&self, k: usize) -> GridSettings {
         GridSettings {
             lut_bits: self.lut_bits[k.min(self.lut_bits.len() - 1)],
-            read_noise: self.read_noise,
+            read_noise: self.read_noise[k.min(self.read_noise.len() - 1)],
         }
     }
 }
@@ -597,4 +600,32 @@ pub fn input_tensor(input: &InputSpec, pixels: &[u8], device: &Device) -> Tensor
         TensorData::new(values, [batch, channels, height, width]),
         device,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Table widths and read noise are given per activation layer, the last repeating.
+    #[test]
+    fn each_activation_layer_gets_its_own_table_width_and_read_noise() {
+        let bits = |b| LutBits::new(b).unwrap();
+        let circuit = CircuitTraining {
+            lut_bits: vec![bits(5), bits(4)],
+            read_noise: vec![0.14, 0.1, 0.05],
+        };
+        let settings: Vec<(LutBits, f64)> = (0..4)
+            .map(|k| circuit.settings(k))
+            .map(|s| (s.lut_bits, s.read_noise))
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                (bits(5), 0.14),
+                (bits(4), 0.1),
+                (bits(4), 0.05),
+                (bits(4), 0.05)
+            ]
+        );
+    }
 }

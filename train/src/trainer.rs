@@ -154,8 +154,15 @@ impl TrainConfig {
             if circuit.lut_bits.is_empty() {
                 return Err(ConfigError::NoTableBits);
             }
-            if !(circuit.read_noise >= 0.0 && circuit.read_noise < 8.0) {
-                return Err(ConfigError::ReadNoise(circuit.read_noise));
+            if circuit.read_noise.is_empty() {
+                return Err(ConfigError::NoReadNoise);
+            }
+            if let Some(&noise) = circuit
+                .read_noise
+                .iter()
+                .find(|&&noise| !(0.0..8.0).contains(&noise))
+            {
+                return Err(ConfigError::ReadNoise(noise));
             }
         }
         Ok(self.activation.validate()?)
@@ -662,9 +669,27 @@ mod tests {
         assert_eq!(
             refused(TrainConfig {
                 label_smoothing: 1.0,
-                ..base
+                ..base.clone()
             }),
             ConfigError::LabelSmoothing(1.0)
         );
+        // Per-layer read noise: every layer's value is checked, and one is needed.
+        let circuit_aware = |read_noise: Vec<f64>| TrainConfig {
+            quant: Some(QuantSettings {
+                weight_bits: vec![hecnn_model::quantize::BitWidth::new(4).unwrap()],
+                activation_bits: hecnn_model::quantize::BitWidth::new(4).unwrap(),
+            }),
+            circuit: Some(CircuitTraining {
+                lut_bits: vec![hecnn_model::quantize::LutBits::new(4).unwrap()],
+                read_noise,
+            }),
+            ..base.clone()
+        };
+        assert_eq!(circuit_aware(vec![0.14, 0.1]).validate(), Ok(()));
+        assert_eq!(
+            refused(circuit_aware(vec![0.1, 9.0])),
+            ConfigError::ReadNoise(9.0)
+        );
+        assert_eq!(refused(circuit_aware(vec![])), ConfigError::NoReadNoise);
     }
 }

@@ -323,7 +323,7 @@ fn circuit_aware_training_makes_the_circuit_the_trained_network() {
     let (train_set, validation) = small_mnist(2000);
     let circuit = CircuitTraining {
         lut_bits: vec![LutBits::new(4).unwrap(), LutBits::new(5).unwrap()],
-        read_noise: 0.15,
+        read_noise: vec![0.15],
     };
     // Per-layer weight widths: the first layer keeps 8 bits, then 5 and 3.
     let widths = |bits: &[u8]| bits.iter().map(|&b| BitWidth::new(b).unwrap()).collect();

@@ -239,7 +239,7 @@ pub fn activations(args: &ExperimentActivationsArgs) -> Result<()> {
                         quant: Some(QuantSettings::uniform(four, five)),
                         circuit: Some(CircuitTraining {
                             lut_bits: vec![lut_bits(model_index)?],
-                            read_noise: DEFAULT_READ_NOISE,
+                            read_noise: vec![DEFAULT_READ_NOISE],
                         }),
                         epochs: args.epochs as usize,
                         seed,

@@ -397,7 +397,7 @@ pub fn frontier(args: &ExperimentFrontierArgs) -> Result<()> {
                     quant: Some(quant.clone()),
                     circuit: Some(CircuitTraining {
                         lut_bits: vec![LutBits::new(bits)?],
-                        read_noise: args.read_noise,
+                        read_noise: vec![args.read_noise],
                     }),
                     epochs: args.epochs as usize,
                     ..TrainConfig::new(
