@@ -351,7 +351,7 @@ impl RangeChoice {
 }
 
 /// How a model is compiled.
-#[derive(Debug, Args)]
+#[derive(Debug, PartialEq, Args)]
 pub struct CircuitArgs {
     /// Table input bits (tables of 2^N entries), one for all stages or one per stage
     /// (`4,5`), or `auto`: as trained for models trained on read grids, else the smallest
@@ -384,6 +384,17 @@ pub struct CircuitArgs {
 }
 
 impl CircuitArgs {
+    /// Whether every option is at its default, as for a circuit file, which is compiled
+    /// already and takes none.
+    pub fn are_defaults(&self) -> bool {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            circuit: CircuitArgs,
+        }
+        *self == Defaults::parse_from(["hecnn"]).circuit
+    }
+
     /// The compiler's options these arguments describe.
     pub fn options(&self) -> Result<CompileOptions, OutOfRange> {
         Ok(CompileOptions {

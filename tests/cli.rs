@@ -218,6 +218,10 @@ fn train_eval_predict_on_small_data() {
     .collect();
     assert!(flips.iter().all(|&f| f <= 300), "{text}");
     fails_with(
+        &["eval", circuit_arg, "--p-error", "2^-20"],
+        &["mlp.circuit is a circuit file", "apply to a model file"],
+    );
+    fails_with(
         &["eval", circuit_arg, "--mode", "float", "--limit", "10"],
         &["float mode needs the model file"],
     );

@@ -45,6 +45,18 @@ fn fraction(count: usize, total: usize) -> f64 {
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     let artifact = load_artifact(&args.model)?;
+    if let Artifact::Circuit(file) = &artifact
+        && !args.circuit.are_defaults()
+    {
+        anyhow::bail!(
+            "{} is a circuit file, compiled already ({} table bits, {}): the compile options \
+             (--lut-bits, --p-error, --ranges, --accuracy-margin, --calibration, --weight-bits, \
+             --parameter-set) apply to a model file",
+            args.model.display(),
+            file.circuit.lut_widths(),
+            file.parameter_set
+        );
+    }
     let (dataset, input_len) = match &artifact {
         Artifact::Model(model) => (model.dataset.clone(), model.input.shape.len()),
         Artifact::Circuit(file) => (file.dataset.clone(), file.input.shape.len()),
