@@ -205,10 +205,9 @@ fn train_eval_predict_on_small_data() {
     ]
     .iter()
     .map(|line| {
-        let rest = &text[text
-            .find(line)
-            .unwrap_or_else(|| panic!("no {line} in {text}"))
-            + line.len()..];
+        let (_, rest) = text
+            .split_once(line)
+            .unwrap_or_else(|| panic!("no {line} in {text}"));
         rest.split(" of 300 images")
             .next()
             .unwrap()
