@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use hecnn_compile::compiler::{CompileOptions, DEFAULT_CALIBRATION_IMAGES};
 use hecnn_compile::lower::RangeSource;
 use hecnn_compile::params::ParameterSetName;
@@ -26,6 +27,20 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line, noting which compile options `hecnn eval` was given: clap's
+    /// derive keeps only their values, and a circuit file must refuse an option given at
+    /// its default value as well.
+    pub fn parse_noting_sources() -> Self {
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let (Command::Eval(args), Some((_, eval))) = (&mut cli.command, matches.subcommand()) {
+            args.given_compile_options = CircuitArgs::given(eval);
+        }
+        cli
+    }
 }
 
 /// The subcommands.
@@ -351,7 +366,7 @@ impl RangeChoice {
 }
 
 /// How a model is compiled.
-#[derive(Debug, PartialEq, Args)]
+#[derive(Debug, Args)]
 pub struct CircuitArgs {
     /// Table input bits (tables of 2^N entries), one for all stages or one per stage
     /// (`4,5`), or `auto`: as trained for models trained on read grids, else the smallest
@@ -384,15 +399,15 @@ pub struct CircuitArgs {
 }
 
 impl CircuitArgs {
-    /// Whether every option is at its default, as for a circuit file, which is compiled
-    /// already and takes none.
-    pub fn are_defaults(&self) -> bool {
-        #[derive(Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            circuit: CircuitArgs,
-        }
-        *self == Defaults::parse_from(["hecnn"]).circuit
+    /// The options among these given on the command line of `matches` (`--p-error`, ...).
+    fn given(matches: &ArgMatches) -> Vec<String> {
+        Self::augment_args(clap::Command::new("hecnn"))
+            .get_arguments()
+            .filter(|arg| {
+                matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
+            })
+            .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+            .collect()
     }
 
     /// The compiler's options these arguments describe.
@@ -519,6 +534,9 @@ pub struct EvalArgs {
     /// How a model file is compiled for clear and simulate modes.
     #[command(flatten)]
     pub circuit: CircuitArgs,
+    /// Which of those options the command line gave ([`Cli::parse_noting_sources`]).
+    #[arg(skip)]
+    pub given_compile_options: Vec<String>,
 }
 
 /// Options of `hecnn predict`.

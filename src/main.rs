@@ -10,12 +10,10 @@ mod progress;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// Runs the command; an error is printed as its chain of causes, without the backtrace
 /// `anyhow` would add under `RUST_BACKTRACE=1` (a user's mistake is not a crash).
 fn main() -> ExitCode {
-    match run(cli::Cli::parse()) {
+    match run(cli::Cli::parse_noting_sources()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("Error: {error}");

@@ -218,7 +218,22 @@ fn train_eval_predict_on_small_data() {
     assert!(flips.iter().all(|&f| f <= 300), "{text}");
     fails_with(
         &["eval", circuit_arg, "--p-error", "2^-20"],
-        &["mlp.circuit is a circuit file", "apply to a model file"],
+        &[
+            "--p-error applies to a model file",
+            "mlp.circuit is a circuit file",
+        ],
+    );
+    // Given at their defaults, they are still options the circuit cannot take.
+    fails_with(
+        &[
+            "eval",
+            circuit_arg,
+            "--lut-bits",
+            "auto",
+            "--weight-bits",
+            "4",
+        ],
+        &["--lut-bits, --weight-bits apply to a model file"],
     );
     fails_with(
         &["eval", circuit_arg, "--mode", "float", "--limit", "10"],

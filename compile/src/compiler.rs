@@ -9,7 +9,7 @@ use crate::lower::{LowerError, LowerOptions, Lowered, RangeSource, lower};
 use crate::params::ParameterSetName;
 use crate::reference::ReferenceModel;
 use crate::report::Report;
-use crate::select::{NoFit, PbsRequirement, Selection, candidates};
+use crate::select::{NoFit, PbsRequirement, Selection, SetMiss, candidates, fit};
 use crate::simulate::Simulator;
 use hecnn_model::model::{Layer, ModelFile};
 use hecnn_model::quantize::{BitWidth, LutBits};
@@ -108,16 +108,12 @@ pub enum CompileError {
     #[error("{0} needs calibration images")]
     NoCalibration(&'static str),
     /// The parameter set asked for does not hold the tables or misses the error target.
-    #[error(
-        "parameter set {set} cannot hold {lut_bits}-bit tables at an error probability of 2^{target_log2_p_error} per PBS"
-    )]
+    #[error("parameter set {set} {miss}")]
     ParameterSet {
         /// The set asked for.
         set: ParameterSetName,
-        /// The circuit's widest tables.
-        lut_bits: u32,
-        /// The target.
-        target_log2_p_error: f64,
+        /// Why it does not fit.
+        miss: SetMiss,
     },
 }
 
@@ -268,19 +264,13 @@ fn fitting_sets(
     circuit: &Circuit,
     options: &CompileOptions,
 ) -> Result<Vec<Selection>, CompileError> {
-    let fitting = candidates(&requirements(circuit), options.target_log2_p_error);
+    let requirements = requirements(circuit);
     let Some(asked) = options.parameter_set else {
-        return Ok(fitting?);
+        return Ok(candidates(&requirements, options.target_log2_p_error)?);
     };
-    fitting
-        .ok()
-        .and_then(|sets| sets.into_iter().find(|s| s.set.name() == asked))
-        .map(|selection| vec![selection])
-        .ok_or(CompileError::ParameterSet {
-            set: asked,
-            lut_bits: circuit.max_lut_bits().map_or(0, LutBits::get),
-            target_log2_p_error: options.target_log2_p_error,
-        })
+    let selection = fit(&asked.set(), &requirements, options.target_log2_p_error)
+        .map_err(|miss| CompileError::ParameterSet { set: asked, miss })?;
+    Ok(vec![selection])
 }
 
 /// The cheapest set meeting the error target whose simulated accuracy on the calibration
@@ -531,14 +521,25 @@ mod tests {
             with_set(4, quiet).unwrap().file.parameter_set.as_str(),
             quiet
         );
-        // Two-bit messages cannot hold 4-bit tables.
+        // The smallest sets' own noise is too much for 4-bit reads: refused, naming the
+        // layer.
         let small = "V1_8_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128";
         let err = with_set(4, small).unwrap_err();
         assert!(
-            matches!(&err, CompileError::ParameterSet { lut_bits: 4, .. }),
+            matches!(
+                &err,
+                CompileError::ParameterSet {
+                    miss: SetMiss::TooNoisy { .. },
+                    ..
+                }
+            ),
             "{err}"
         );
-        assert!(err.to_string().contains(small), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(small) && message.contains("layer 0"),
+            "{message}"
+        );
     }
 
     /// The automatic width is the smallest meeting the accuracy criterion.

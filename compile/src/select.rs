@@ -115,6 +115,98 @@ impl fmt::Display for NoFit {
 
 impl std::error::Error for NoFit {}
 
+/// Why one parameter set does not fit a circuit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetMiss {
+    /// Its tables are narrower than the circuit's widest.
+    TooNarrow {
+        /// The circuit's widest tables.
+        lut_bits: LutBits,
+    },
+    /// A layer reads a wrong entry more often than the target allows.
+    TooNoisy {
+        /// The layer that misses the target by most.
+        layer: String,
+        /// Its table bits.
+        lut_bits: LutBits,
+        /// Its weight 2-norm over PBS outputs.
+        norm: f64,
+        /// The largest norm the set allows it at the target.
+        allowed_norm: f64,
+        /// Its `log2` probability of a wrong read per PBS under the set.
+        log2_p_error: f64,
+        /// The target.
+        target_log2_p: f64,
+    },
+}
+
+impl fmt::Display for SetMiss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooNarrow { lut_bits } => write!(f, "cannot hold {lut_bits}-bit tables"),
+            Self::TooNoisy {
+                layer,
+                lut_bits,
+                norm,
+                allowed_norm,
+                log2_p_error,
+                target_log2_p,
+            } => {
+                write!(
+                    f,
+                    "is too noisy for layer {layer}: its {lut_bits}-bit table reads go wrong \
+                     with probability 2^{log2_p_error:.1} per PBS, above 2^{target_log2_p}"
+                )?;
+                if *allowed_norm > 0.0 {
+                    write!(
+                        f,
+                        "; its weight 2-norm over bootstrapped inputs is {norm:.1}, the set \
+                         allows at most {allowed_norm:.1}"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "; the set's own noise (fresh encryptions, keyswitch, modulus switch) \
+                         is too much for {lut_bits}-bit tables even without bootstrapped inputs"
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for SetMiss {}
+
+/// How `set` serves every requirement, if it holds their tables and meets the target for
+/// each; else why not.
+pub fn fit(
+    set: &ParameterSet,
+    requirements: &[PbsRequirement],
+    target_log2_p: f64,
+) -> Result<Selection, SetMiss> {
+    if let Some(widest) = requirements.iter().map(|r| r.lut_bits).max()
+        && !set.holds(widest)
+    {
+        return Err(SetMiss::TooNarrow { lut_bits: widest });
+    }
+    let noise: Vec<PbsNoise> = requirements.iter().map(|r| r.noise(set)).collect();
+    let worst = requirements
+        .iter()
+        .zip(&noise)
+        .max_by(|a, b| a.1.log2_p_error.total_cmp(&b.1.log2_p_error));
+    match worst {
+        Some((r, n)) if n.log2_p_error > target_log2_p => Err(SetMiss::TooNoisy {
+            layer: r.layer.clone(),
+            lut_bits: r.lut_bits,
+            norm: r.norm2_pbs.sqrt(),
+            allowed_norm: r.max_norm(set, target_log2_p),
+            log2_p_error: n.log2_p_error,
+            target_log2_p,
+        }),
+        _ => Ok(Selection { set: *set, noise }),
+    }
+}
+
 /// The cheapest set (by milliseconds per PBS) with tables of at least the bits every
 /// requirement needs and a per-PBS error probability of at most `2^target_log2_p` for
 /// each.
@@ -142,11 +234,7 @@ pub fn candidates(
     candidates.sort_by(|a, b| a.pbs_cost().ms.total_cmp(&b.pbs_cost().ms));
     let fitting: Vec<Selection> = candidates
         .iter()
-        .map(|set| Selection {
-            set: *set,
-            noise: requirements.iter().map(|r| r.noise(set)).collect(),
-        })
-        .filter(|s| s.noise.iter().all(|n| n.log2_p_error <= target_log2_p))
+        .filter_map(|set| fit(set, requirements, target_log2_p).ok())
         .collect();
     if !fitting.is_empty() {
         return Ok(fitting);
@@ -256,6 +344,32 @@ mod tests {
         let err = select(&[requirement(8, 1.0)], -40.0).unwrap_err();
         assert_eq!(err.allowed_norm.map(|(norm, _)| norm), Some(0.0));
         assert!(err.to_string().contains("8-bit"), "{err}");
+    }
+
+    #[test]
+    fn a_set_that_misses_names_why() {
+        let eight = LutBits::new(8).unwrap();
+        let narrow = all().into_iter().find(|set| !set.holds(eight)).unwrap();
+        assert_eq!(
+            fit(&narrow, &[requirement(8, 1.0)], -40.0),
+            Err(SetMiss::TooNarrow { lut_bits: eight })
+        );
+        let set = all().into_iter().find(|set| set.holds(eight)).unwrap();
+        let requirements = [requirement(4, 1.0), requirement(3, 1e6)];
+        let Err(SetMiss::TooNoisy {
+            layer,
+            norm,
+            allowed_norm,
+            log2_p_error,
+            ..
+        }) = fit(&set, &requirements, -40.0)
+        else {
+            panic!("a norm of 1e6 misses 2^-40 on every set");
+        };
+        assert_eq!((layer.as_str(), norm), ("conv2", 1e6));
+        assert!(log2_p_error > -40.0 && allowed_norm < 1e6);
+        let fitted = fit(&set, &[requirement(4, 1.0)], -40.0).unwrap();
+        assert_eq!(fitted.noise.len(), 1);
     }
 
     #[test]

@@ -46,12 +46,17 @@ fn fraction(count: usize, total: usize) -> f64 {
 pub fn run(args: &EvalArgs) -> Result<()> {
     let artifact = load_artifact(&args.model)?;
     if let Artifact::Circuit(file) = &artifact
-        && !args.circuit.are_defaults()
+        && !args.given_compile_options.is_empty()
     {
+        let options = &args.given_compile_options;
         anyhow::bail!(
-            "{} is a circuit file, compiled already ({} table bits, {}): the compile options \
-             (--lut-bits, --p-error, --ranges, --accuracy-margin, --calibration, --weight-bits, \
-             --parameter-set) apply to a model file",
+            "{} {} to a model file: {} is a circuit file, compiled already ({} table bits, {})",
+            options.join(", "),
+            if options.len() == 1 {
+                "applies"
+            } else {
+                "apply"
+            },
             args.model.display(),
             file.circuit.lut_widths(),
             file.parameter_set

@@ -412,7 +412,7 @@ impl Network {
         let batch = x.dims()[0];
         // The step of the current layer's input levels: pixels, then each quantised
         // activation's outputs.
-        let mut input_step = 1.0 / (255.0 * self.input.std);
+        let mut input_step = self.pixel_step();
         let mut x = x;
         for (index, layer) in self.layers.iter().enumerate() {
             x = match layer {
@@ -466,8 +466,8 @@ impl Network {
     /// The weights of layer `index` as the circuit will have them. Feeding a read grid,
     /// they are quantised at the grid's scales `sigma_c = step_c area / (alpha D |k_c|)`
     /// ([`hecnn_model::grid`]), with `D` recomputed at every training step
-    /// ([`hecnn_model::grid::accumulator_step`]: no channel's integers beyond `bits`) and
-    /// kept for inference; otherwise per-channel symmetric at `bits`, if any.
+    /// ([`GridRead::accumulator_step`]) and kept for inference; otherwise per-channel symmetric
+    /// at `bits`, if any.
     fn quantised_weight<const D: usize>(
         &self,
         index: usize,
@@ -478,19 +478,35 @@ impl Network {
         let Some(bits) = bits else {
             return weight;
         };
-        let grid = self.links[index].and_then(|link| {
-            let Layer::Activation(act) = &self.layers[link.activation] else {
-                unreachable!("links point at activations")
-            };
-            act.grid_steps().map(|(step, d)| (link, act, step, d))
-        });
-        let Some((link, act, step, d)) = grid else {
+        let Some(read) = self.grid_read(index, &weight) else {
             return fake_quantize_weight(weight, bits);
         };
+        let d = match read.activation.grid_steps() {
+            Some((_, d)) if d > 0.0 && !weight.device().is_autodiff() => d,
+            _ => {
+                let d = read.accumulator_step(&weight, bits, input_step);
+                read.activation.set_accumulator_step(d);
+                d
+            }
+        };
+        let scales = read
+            .step
+            .mul_scalar(read.link.area / (input_step * d))
+            .div(read.gain);
+        fake_quantize_weight_at(weight, scales)
+    }
+
+    /// How layer `index`'s outputs reach a read grid, if they do: the grid's steps and the
+    /// batch-norm gains `|k_c| = |gamma_c| / sqrt(var_c + eps)` between (1 without one).
+    fn grid_read<const D: usize>(&self, index: usize, weight: &Tensor<D>) -> Option<GridRead<'_>> {
+        let link = self.links[index]?;
+        let Layer::Activation(activation) = &self.layers[link.activation] else {
+            unreachable!("links point at activations")
+        };
+        let (step, _) = activation.grid_steps()?;
         let channels = weight.dims()[0];
         let device = weight.device();
-        let step = Tensor::<1>::from_data(step.into_data(), &device);
-        let k = match link.batch_norm.map(|i| &self.layers[i]) {
+        let gain = match link.batch_norm.map(|i| &self.layers[i]) {
             Some(Layer::BatchNorm(bn)) => {
                 let var = bn.running_var.value_sync();
                 let var = Tensor::<1>::from_data(var.into_data(), &device);
@@ -498,28 +514,64 @@ impl Network {
             }
             _ => Tensor::ones([channels], &device),
         };
-        let k = k.clamp_min(f32::MIN_POSITIVE);
-        let d = if weight.device().is_autodiff() || d == 0.0 {
-            let weight_max: Tensor<1> = weight
-                .clone()
-                .detach()
-                .reshape([channels as i32, -1])
-                .abs()
-                .max_dim(1)
-                .squeeze_dim(1)
-                .mul(k.clone());
-            let per_channel = step
-                .clone()
-                .mul_scalar(bits.symmetric_max() * link.area / input_step)
-                .div(weight_max.clamp_min(f32::MIN_POSITIVE));
-            let d = f64::from(per_channel.min().into_scalar::<f32>());
-            act.set_accumulator_step(d);
-            d
-        } else {
-            d
-        };
-        let scales = step.mul_scalar(link.area / (input_step * d)).div(k);
-        fake_quantize_weight_at(weight, scales)
+        Some(GridRead {
+            link,
+            activation,
+            step: Tensor::from_data(step.into_data(), &device),
+            gain: gain.clamp_min(f32::MIN_POSITIVE),
+        })
+    }
+
+    /// Recomputes every stage's accumulator step `D` from the network as it now is.
+    ///
+    /// A training step fixes `D` in its forward pass; the optimiser step and the grids'
+    /// range tracking after it move the weights, batch-norm variances and grid steps, so
+    /// the last pass's `D` is off what the final network implies (by 0.01-0.5% on compact),
+    /// enough for a channel's largest weight to round one level beyond its width. Settled
+    /// after each epoch, validation and the model file use the final network's `D`.
+    pub fn settle_accumulator_steps(&self) {
+        let mut input_step = self.pixel_step();
+        for (index, layer) in self.layers.iter().enumerate() {
+            match layer {
+                Layer::Conv(conv) => self.settle_accumulator_step(
+                    index,
+                    conv.weight.val(),
+                    conv.weight_bits,
+                    input_step,
+                ),
+                Layer::Dense(dense) => self.settle_accumulator_step(
+                    index,
+                    dense.weight.val(),
+                    dense.weight_bits,
+                    input_step,
+                ),
+                Layer::Activation(act) => {
+                    if let Some(q) = act.output_quant() {
+                        input_step = q.range.step(q.bits);
+                    }
+                }
+                Layer::BatchNorm(_) | Layer::AvgPool(_) | Layer::Flatten(_) => {}
+            }
+        }
+    }
+
+    fn settle_accumulator_step<const D: usize>(
+        &self,
+        index: usize,
+        weight: Tensor<D>,
+        bits: Option<BitWidth>,
+        input_step: f64,
+    ) {
+        let read = bits.zip(self.grid_read(index, &weight));
+        if let Some((bits, read)) = read {
+            let d = read.accumulator_step(&weight, bits, input_step);
+            read.activation.set_accumulator_step(d);
+        }
+    }
+
+    /// The step of the image's input levels: one pixel level, normalised.
+    fn pixel_step(&self) -> f64 {
+        1.0 / (255.0 * self.input.std)
     }
 
     /// The model file of this network.
@@ -584,6 +636,46 @@ impl Network {
             layers,
             training,
         }
+    }
+}
+
+/// A weight layer's path to the read grid its outputs are read on.
+struct GridRead<'a> {
+    link: GridLink,
+    /// The activation whose grid it is.
+    activation: &'a ActivationLayer,
+    /// The grid's step per channel.
+    step: Tensor<1>,
+    /// The batch-norm gain `|k_c|` per channel.
+    gain: Tensor<1>,
+}
+
+impl GridRead<'_> {
+    /// The accumulator step `D` at which no channel's integer weights exceed `bits`, as
+    /// [`hecnn_model::grid::accumulator_step`] computes it from the model file:
+    /// `D = min_c q_max step_c area / (alpha m_c)`, with `alpha` the input step and `m_c`
+    /// the channel's largest weight magnitude times its batch-norm gain `|k_c|`.
+    fn accumulator_step<const D: usize>(
+        &self,
+        weight: &Tensor<D>,
+        bits: BitWidth,
+        input_step: f64,
+    ) -> f64 {
+        let channels = weight.dims()[0];
+        let weight_max: Tensor<1> = weight
+            .clone()
+            .detach()
+            .reshape([channels as i32, -1])
+            .abs()
+            .max_dim(1)
+            .squeeze_dim(1)
+            .mul(self.gain.clone());
+        let per_channel = self
+            .step
+            .clone()
+            .mul_scalar(bits.symmetric_max() * self.link.area / input_step)
+            .div(weight_max.clamp_min(f32::MIN_POSITIVE));
+        f64::from(per_channel.min().into_scalar::<f32>())
     }
 }
 

@@ -364,6 +364,7 @@ pub fn train(
         let (trained, loss, train_accuracy) =
             batches.run_epoch(epoch, &order, &mut rng, network, &mut optimizer, progress)?;
         network = trained;
+        network.settle_accumulator_steps();
         let report = EpochReport {
             epoch: epoch + 1,
             loss,
