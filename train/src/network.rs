@@ -481,13 +481,12 @@ impl Network {
         let Some(read) = self.grid_read(index, &weight) else {
             return fake_quantize_weight(weight, bits);
         };
-        let d = match read.activation.grid_steps() {
-            Some((_, d)) if d > 0.0 && !weight.device().is_autodiff() => d,
-            _ => {
-                let d = read.accumulator_step(&weight, bits, input_step);
-                read.activation.set_accumulator_step(d);
-                d
-            }
+        let d = if read.recorded_step > 0.0 && !weight.device().is_autodiff() {
+            read.recorded_step
+        } else {
+            let d = read.accumulator_step(&weight, bits, input_step);
+            read.activation.set_accumulator_step(d);
+            d
         };
         let scales = read
             .step
@@ -503,7 +502,7 @@ impl Network {
         let Layer::Activation(activation) = &self.layers[link.activation] else {
             unreachable!("links point at activations")
         };
-        let (step, _) = activation.grid_steps()?;
+        let (step, recorded_step) = activation.grid_steps()?;
         let channels = weight.dims()[0];
         let device = weight.device();
         let gain = match link.batch_norm.map(|i| &self.layers[i]) {
@@ -518,6 +517,7 @@ impl Network {
             link,
             activation,
             step: Tensor::from_data(step.into_data(), &device),
+            recorded_step,
             gain: gain.clamp_min(f32::MIN_POSITIVE),
         })
     }
@@ -646,6 +646,8 @@ struct GridRead<'a> {
     activation: &'a ActivationLayer,
     /// The grid's step per channel.
     step: Tensor<1>,
+    /// The accumulator step `D` recorded so far (0 until set).
+    recorded_step: f64,
     /// The batch-norm gain `|k_c|` per channel.
     gain: Tensor<1>,
 }
